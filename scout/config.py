@@ -1,0 +1,108 @@
+"""Scout's settings, read once from SCOUT_* environment variables (listed in the README)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting has a value Scout cannot use; the message names it."""
+
+
+def bundled_claude_path() -> str | None:
+    """The Claude Code CLI shipped inside claude-agent-sdk, if it is there."""
+    try:
+        import claude_agent_sdk
+    except ImportError:
+        return None
+    path = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+    return str(path) if path.exists() else None
+
+
+def _int(env: dict[str, str], name: str, default: int, low: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}, not {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, not {value}")
+    return value
+
+
+def _list(env: dict[str, str], name: str, default: list[str], sep: str = ",") -> list[str]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    return [part.strip() for part in raw.split(sep) if part.strip()]
+
+
+@dataclass
+class Settings:
+    """Everything the server, supervisor and workers are configured with."""
+
+    db: str = "data/scout.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_workers: int = 4
+    max_pending: int = 1000
+    claude_path: str | None = None
+    threads: int = 256
+    task_timeout: float = 3600.0
+    idle_timeout: float = 900.0
+    stop_grace: float = 3.0
+    approval_timeout: float = 300.0
+    shutdown: str = "detach"
+    api_token: str | None = None
+    allowed_roots: list[str] = field(default_factory=list)
+    cors_origins: list[str] = field(default_factory=list)
+    modes_file: str | None = None
+    log_dir: str = ""
+    max_message_bytes: int = 100_000
+    worker_env_pass: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        db = os.path.abspath(env.get("SCOUT_DB") or "data/scout.db")
+        shutdown = env.get("SCOUT_SHUTDOWN", "detach")
+        if shutdown not in ("detach", "cancel"):
+            raise ConfigError(f"SCOUT_SHUTDOWN must be 'detach' or 'cancel', not {shutdown!r}")
+        roots = _list(env, "SCOUT_ALLOWED_ROOTS", [os.getcwd()], sep=os.pathsep)
+        return cls(
+            db=db,
+            host=env.get("SCOUT_HOST") or "127.0.0.1",
+            port=_int(env, "SCOUT_PORT", 8000),
+            max_workers=_int(env, "SCOUT_MAX_WORKERS", 4, low=1),
+            max_pending=_int(env, "SCOUT_MAX_PENDING", 1000, low=1),
+            claude_path=env.get("SCOUT_CLAUDE_PATH") or bundled_claude_path(),
+            threads=_int(env, "SCOUT_THREADS", 256, low=4),
+            task_timeout=_float(env, "SCOUT_TASK_TIMEOUT", 3600.0),
+            idle_timeout=_float(env, "SCOUT_IDLE_TIMEOUT", 900.0),
+            stop_grace=_float(env, "SCOUT_STOP_GRACE", 3.0),
+            approval_timeout=_float(env, "SCOUT_APPROVAL_TIMEOUT", 300.0),
+            shutdown=shutdown,
+            api_token=env.get("SCOUT_API_TOKEN") or None,
+            allowed_roots=[os.path.realpath(r) for r in roots],
+            cors_origins=_list(env, "SCOUT_CORS_ORIGINS", []),
+            modes_file=env.get("SCOUT_MODES_FILE") or None,
+            log_dir=os.path.abspath(env.get("SCOUT_LOG_DIR") or os.path.join(os.path.dirname(db), "logs")),
+            max_message_bytes=_int(env, "SCOUT_MAX_MESSAGE_BYTES", 100_000, low=1),
+            worker_env_pass=_list(env, "SCOUT_WORKER_ENV", []),
+        )

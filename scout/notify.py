@@ -1,0 +1,87 @@
+"""Wakes waiting SSE streams when a task's log grows, with one watcher per server process.
+
+Workers commit events from other processes, so nothing inside the server knows when a
+row arrives. Rather than every stream polling the database, one thread watches
+SQLite's `PRAGMA data_version` (it changes whenever another connection commits),
+reads which tasks got new events, and wakes only the streams following those tasks.
+An idle server therefore costs one cheap probe per interval, whatever the number of
+clients.
+"""
+from __future__ import annotations
+
+import threading
+
+from .store import Store, StoreError
+
+
+class LogWatcher:
+    """Per-task generation counters that a single thread bumps as events are committed."""
+
+    def __init__(self, store: Store, interval: float = 0.01) -> None:
+        self.store = store
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._gens: dict[str, int] = {}
+        self._conds: dict[str, tuple[threading.Condition, int]] = {}  # task -> (cond, waiters)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.streams = 0  # open SSE streams, for /health and /metrics
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="scout-log-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            for cond, _ in self._conds.values():
+                cond.notify_all()
+        if self._thread:
+            self._thread.join(timeout=2)
+
+    def generation(self, task_id: str) -> int:
+        with self._lock:
+            return self._gens.get(task_id, 0)
+
+    def wait(self, task_id: str, seen: int, timeout: float) -> bool:
+        """Block until task_id's generation moves past `seen`; False on timeout."""
+        with self._lock:
+            cond, n = self._conds.get(task_id) or (threading.Condition(self._lock), 0)
+            self._conds[task_id] = (cond, n + 1)
+            try:
+                return cond.wait_for(
+                    lambda: self._gens.get(task_id, 0) != seen or self._stop.is_set(), timeout)
+            finally:
+                cond, n = self._conds[task_id]
+                if n <= 1:
+                    del self._conds[task_id]
+                else:
+                    self._conds[task_id] = (cond, n - 1)
+
+    def touch(self, task_id: str) -> None:
+        """Wake the streams of one task (after a change made by this process)."""
+        with self._lock:
+            self._bump(task_id)
+
+    def _bump(self, task_id: str) -> None:
+        self._gens[task_id] = self._gens.get(task_id, 0) + 1
+        entry = self._conds.get(task_id)
+        if entry:
+            entry[0].notify_all()
+
+    def _run(self) -> None:
+        last_id = self.store.max_event_id()
+        version = self.store.data_version()
+        while not self._stop.wait(self.interval):
+            try:
+                now = self.store.data_version()
+                if now == version:
+                    continue
+                version = now
+                last_id, tasks = self.store.tasks_with_events_since(last_id)
+            except StoreError:
+                continue
+            if tasks:
+                with self._lock:
+                    for task_id in tasks:
+                        self._bump(task_id)

@@ -1,0 +1,477 @@
+"""The HTTP API: a Flask app factory, served by waitress.
+
+Routes read and write the event log through the store and ask the supervisor to
+start and stop processes; nothing here waits for Claude Code. SSE streams are
+generators that read new event rows for a task, woken by the log watcher.
+"""
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from .config import ConfigError, Settings
+from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
+from .notify import LogWatcher
+from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task
+from .supervisor import Supervisor, install_shutdown_handlers
+from .validate import ApiError, check_approval, check_chat, check_cwd, check_task_id, int_arg
+
+log = logging.getLogger("scout.server")
+KEEPALIVE_SECONDS = 15.0
+PUBLIC_ENDPOINTS = {"api.health", "api.openapi"}
+
+
+@dataclass
+class Scout:
+    """What the routes share: settings, the log, the supervisor, the watcher, the modes."""
+
+    settings: Settings
+    store: Store
+    supervisor: Supervisor
+    watcher: LogWatcher
+    modes: dict[str, Mode]
+    claude: dict[str, Any] = field(default_factory=dict)
+    keepalive: float = KEEPALIVE_SECONDS
+
+    def close(self, mode: str | None = None) -> None:
+        self.supervisor.shutdown(mode)
+        self.watcher.stop()
+        self.store.close()
+
+
+def scout() -> Scout:
+    return current_app.extensions["scout"]
+
+
+def claude_info(path: str | None) -> dict[str, Any]:
+    """The Claude Code CLI's path and version, or why it is missing."""
+    if not path:
+        return {"path": None, "version": None, "missing": True, "error": "claude-agent-sdk's bundled CLI not found"}
+    if not os.access(path, os.X_OK):
+        return {"path": path, "version": None, "missing": True, "error": "not an executable file"}
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20,
+                             stdin=subprocess.DEVNULL)
+        version = out.stdout.strip().split(" ")[0] if out.returncode == 0 else None
+        return {"path": path, "version": version, "missing": version is None,
+                **({} if version else {"error": (out.stderr or out.stdout).strip()[:300]})}
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"path": path, "version": None, "missing": True, "error": str(exc)}
+
+
+# -- rendering -----------------------------------------------------------------------
+
+def task_summary(task: Task) -> dict[str, Any]:
+    """A task without its events (for lists)."""
+    out = {
+        "task_id": task.id, "status": task.status, "session_id": task.session_id,
+        "message": task.message if len(task.message) <= 200 else task.message[:200] + "…",
+        "mode": task.options.get("mode"), "cwd": task.options.get("cwd"),
+        "created_at": task.created_at, "started_at": task.started_at,
+        "finished_at": task.finished_at, "error": task.error, "cursor": task.num,
+    }
+    if task.result:
+        out["cost_usd"] = task.result.get("total_cost_usd")
+    return out
+
+
+def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
+    """The status document: the seed contract's fields plus times, result and options."""
+    out: dict[str, Any] = {
+        "task_id": task.id, "status": task.status, "error": task.error,
+        "session_id": task.session_id, "message": task.message, "mode": task.options.get("mode"),
+        "cwd": task.options.get("cwd"), "created_at": task.created_at,
+        "started_at": task.started_at, "finished_at": task.finished_at,
+        "worker_pid": task.worker_pid, "result": None,
+    }
+    if task.result:
+        r = task.result
+        out["result"] = {"text": r.get("text"), "duration_ms": r.get("duration_ms"),
+                         "num_turns": r.get("num_turns"), "total_cost_usd": r.get("total_cost_usd"),
+                         "usage": r.get("usage"), "subtype": r.get("subtype")}
+    if events is not None:
+        out["events"] = [e.to_dict() for e in events]
+    return out
+
+
+def sse_event(event: Event) -> bytes:
+    data = json.dumps({"task_id": event.task_id, **event.to_dict()}, separators=(",", ":"))
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def sse_end(task_id: str, status: str) -> bytes:
+    data = json.dumps({"task_id": task_id, "status": status})
+    return f"event: end\ndata: {data}\n\n".encode()
+
+
+# -- routes --------------------------------------------------------------------------
+
+api = Blueprint("api", __name__)
+
+
+def json_body() -> Any:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON")
+    return data
+
+
+def get_task_or_404(task_id: str) -> Task:
+    check_task_id(task_id)
+    task = scout().store.get_task(task_id)
+    if task is None:
+        raise ApiError(404, "not_found", f"no task {task_id}")
+    return task
+
+
+def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, Any]:
+    """A request's mode and overrides, resolved into what the worker hands Claude Code."""
+    s = scout()
+    name = req.get("mode") or DEFAULT_MODE
+    mode = s.modes.get(name)
+    if mode is None:
+        raise ApiError(400, "unknown_mode", f"unknown mode {name!r}; valid modes: {', '.join(s.modes)}")
+    if "cwd" in req:
+        cwd = check_cwd(req["cwd"], s.settings.allowed_roots)
+    elif session_cwd and os.path.isdir(session_cwd):
+        cwd = session_cwd
+    else:
+        cwd = s.settings.allowed_roots[0] if s.settings.allowed_roots else os.getcwd()
+    return {
+        "mode": mode.name, "mode_prompt": mode.prompt, "cwd": cwd,
+        "append_system_prompt": req.get("append_system_prompt"),
+        "permission_mode": mode.permission_mode,
+        "allowed_tools": req.get("allowed_tools", mode.allowed_tools),
+        "disallowed_tools": req.get("disallowed_tools", mode.disallowed_tools),
+        "approval_tools": mode.approval_tools,
+        "model": req.get("model", mode.model),
+        "max_turns": req.get("max_turns", mode.max_turns),
+        "max_budget_usd": req.get("max_budget_usd"),
+        "stream_deltas": req.get("stream_deltas", True),
+    }
+
+
+@api.post("/chat")
+def start_chat():
+    s = scout()
+    req = check_chat(json_body(), s.settings.max_message_bytes)
+    session_id = req.get("session_id")
+    session = s.store.get_session(session_id) if session_id else None
+    options = resolve_options(req, session.cwd if session else None)
+    on_busy = req.get("on_busy", "queue")
+    busy: list[Task] = []
+    if session is not None:
+        busy = [t for t in s.store.session_tasks(session.id) if t.status in (PENDING, *ACTIVE)]
+        if busy and on_busy == "reject":
+            raise ApiError(409, "session_busy",
+                           f"session {session.id} is busy with task {busy[0].id} ({busy[0].status})")
+    task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending)
+    if task is None:
+        raise ApiError(429, "too_many_pending",
+                       f"{s.settings.max_pending} tasks are already waiting; try again later",
+                       headers={"Retry-After": "5"})
+    if busy and on_busy == "interrupt":
+        threading.Thread(target=lambda: [s.supervisor.stop(t.id) for t in busy],
+                         name="scout-interrupt", daemon=True).start()
+    s.supervisor.wake()
+    body = {"task_id": task.id, "status": task.status, "session_id": task.session_id}
+    return body, 202, {"Location": f"/chat/{task.id}/status"}
+
+
+@api.get("/chat/<task_id>/status")
+def task_status(task_id: str):
+    task = get_task_or_404(task_id)
+    want_events = request.args.get("events", "true").lower() not in ("0", "false", "no")
+    events = list(scout().store.iter_events(task.id)) if want_events else None
+    return task_detail(task, events)
+
+
+@api.get("/chat/<task_id>/stream")
+def task_stream(task_id: str):
+    task = get_task_or_404(task_id)
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") \
+        or request.args.get("after")
+    after = int_arg(raw, "Last-Event-ID", 0, 0, 2**62)
+    s = scout()
+    gen = stream_events(s, task.id, after or 0)
+    return Response(gen, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def stream_events(s: Scout, task_id: str, after: int) -> Iterator[bytes]:
+    """Replay the log after `after`, follow it live, end with an `end` event once finished."""
+    s.watcher.streams += 1
+    try:
+        yield b"retry: 1000\n\n"
+        last = after
+        while True:
+            seen = s.watcher.generation(task_id)
+            batch = s.store.events_after(task_id, last, 500)
+            for event in batch:
+                yield sse_event(event)
+                last = event.seq
+            if len(batch) == 500:
+                continue
+            task = s.store.get_task(task_id)
+            if task is None:
+                yield sse_end(task_id, "deleted")
+                return
+            if task.status in TERMINAL:
+                if not s.store.events_after(task_id, last, 1):
+                    yield sse_end(task_id, task.status)
+                    return
+                continue
+            if not s.watcher.wait(task_id, seen, s.keepalive):
+                yield b": keep-alive\n\n"
+    finally:
+        s.watcher.streams -= 1
+
+
+@api.post("/chat/<task_id>/stop")
+def stop_task(task_id: str):
+    task = get_task_or_404(task_id)
+    if task.finished:
+        return {"task_id": task.id, "status": task.status, "stopped": False,
+                "message": f"task already {task.status}; nothing to stop"}
+    status = scout().supervisor.stop(task.id)
+    scout().watcher.touch(task.id)
+    return {"task_id": task.id, "status": status, "stopped": status == "cancelled"}
+
+
+@api.post("/chat/<task_id>/approve")
+def approve(task_id: str):
+    task = get_task_or_404(task_id)
+    req = check_approval(json_body())
+    if task.finished:
+        raise ApiError(409, "task_finished", f"task already {task.status}")
+    answered = scout().store.decide_approval(task.id, req["decision"], req.get("reason"),
+                                             req.get("tool_use_id"))
+    if answered is None:
+        raise ApiError(409, "no_pending_approval", "the task is not waiting for an approval")
+    return {"task_id": task.id, "tool_use_id": answered, "decision": req["decision"]}
+
+
+@api.get("/tasks")
+def list_tasks():
+    status = request.args.get("status")
+    if status and status not in ("pending", "running", "waiting", "completed", "failed", "cancelled"):
+        raise ApiError(400, "invalid_parameter", f"unknown status {status!r}")
+    session_id = request.args.get("session_id")
+    limit = int_arg(request.args.get("limit"), "limit", 50, 1, 1000)
+    cursor = int_arg(request.args.get("cursor"), "cursor", None, 0, 2**62)
+    tasks = scout().store.list_tasks(status, session_id, limit + 1, cursor)
+    more = len(tasks) > limit
+    tasks = tasks[:limit]
+    return {"tasks": [task_summary(t) for t in tasks],
+            "next_cursor": tasks[-1].num if more and tasks else None}
+
+
+@api.delete("/tasks/<task_id>")
+def delete_task(task_id: str):
+    task = get_task_or_404(task_id)
+    s = scout()
+    if not task.finished:
+        s.supervisor.stop(task.id)
+    s.store.delete_task(task.id)
+    s.watcher.touch(task.id)
+    return {"task_id": task.id, "deleted": True}
+
+
+@api.get("/modes")
+def list_modes():
+    return {"default": DEFAULT_MODE, "modes": [m.to_dict() for m in scout().modes.values()]}
+
+
+@api.get("/health")
+def health():
+    s = scout()
+    db: dict[str, Any] = {"path": s.store.path, "ok": True}
+    counts: dict[str, int] = {}
+    try:
+        counts = s.store.count_by_status()
+        db["schema_version"] = s.store.schema_version()
+        db["size_bytes"] = s.store.size_bytes()
+        s.store.check_writable()
+    except StoreError as exc:
+        db.update(ok=False, error=str(exc))
+    if s.supervisor.last_error:
+        db.update(ok=False, error=s.supervisor.last_error)
+    ok = db["ok"] and not s.claude.get("missing", False)
+    return {
+        "status": "ok" if ok else "degraded", "version": __version__, "database": db,
+        "claude": s.claude,
+        "tasks": {"running": counts.get("running", 0), "waiting": counts.get("waiting", 0),
+                  "pending": counts.get("pending", 0)},
+        "workers": {"max": s.settings.max_workers, "active": s.supervisor.running_count(),
+                    "zygote_alive": s.supervisor.zygote_alive()},
+        "streams": s.watcher.streams,
+    }, 200 if db["ok"] else 503
+
+
+# -- the app -------------------------------------------------------------------------
+
+def _check_auth() -> None:
+    token = scout().settings.api_token
+    if not token or request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
+        return
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <SCOUT_API_TOKEN>)",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+def _error_response(err: ApiError) -> Response:
+    resp = Response(json.dumps(err.body()), status=err.status, mimetype="application/json")
+    for k, v in err.headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
+    """Build the app with its store, supervisor and log watcher (started unless start=False)."""
+    settings = settings or Settings.from_env()
+    app = Flask("scout")
+    app.json.sort_keys = False
+    store = Store(settings.db)
+    integrity = store.integrity_check()
+    if integrity != "ok":
+        raise StoreError(f"database integrity check failed: {integrity}")
+    watcher = LogWatcher(store)
+    supervisor = Supervisor(store, settings, on_change=watcher.touch)
+    state = Scout(settings, store, supervisor, watcher, load_modes(settings.modes_file))
+    app.extensions["scout"] = state
+    app.register_blueprint(api)
+
+    @app.before_request
+    def before():
+        g.started = time.monotonic()
+        _check_auth()
+
+    @app.after_request
+    def after(resp: Response):
+        origin = request.headers.get("Origin")
+        if origin and origin in settings.cors_origins:
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Vary"] = "Origin"
+            resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+        if request.endpoint != "api.task_stream":
+            log.info("%s %s %s %.1fms", request.method, request.path, resp.status_code,
+                     (time.monotonic() - g.get("started", time.monotonic())) * 1000)
+        return resp
+
+    @app.errorhandler(ApiError)
+    def api_error(err: ApiError):
+        return _error_response(err)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "bad_request",
+                 415: "unsupported_media_type"}
+        resp = _error_response(ApiError(err.code or 500, codes.get(err.code or 500, "http_error"),
+                                        err.description or err.name))
+        if err.code == 405:
+            resp.headers["Allow"] = ", ".join(err.valid_methods or []) if hasattr(err, "valid_methods") else ""
+        return resp
+
+    @app.errorhandler(StoreError)
+    def store_error(err: StoreError):
+        return _error_response(ApiError(503, "database_unavailable", str(err)))
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception):
+        log.exception("unexpected error")
+        return _error_response(ApiError(500, "internal_error", f"internal error: {type(err).__name__}"))
+
+    if start:
+        state.claude = claude_info(settings.claude_path)
+        summary = supervisor.start()
+        watcher.start()
+        if any(summary.values()):
+            log.info("reconciled: %s", summary)
+    return app
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to listen beyond loopback without a token: whoever reaches the port runs code."""
+    loopback = settings.host in ("127.0.0.1", "localhost", "::1") or settings.host.startswith("127.")
+    if not loopback and not settings.api_token:
+        raise ConfigError(f"refusing to listen on {settings.host} without SCOUT_API_TOKEN: anyone who "
+                          "can reach the port could run commands on this machine")
+
+
+def serve(settings: Settings | None = None) -> int:
+    """Run the API with waitress until SIGTERM or SIGINT; returns the exit code."""
+    import waitress
+
+    settings = settings or Settings.from_env()
+    check_bind(settings)
+    app = create_app(settings)
+    state: Scout = app.extensions["scout"]
+    # Each open SSE stream holds one waitress thread for its whole life, so the pool is
+    # sized for streams plus ordinary requests (SCOUT_THREADS); send_bytes=1 makes every
+    # event leave as soon as it is yielded instead of waiting for 18 kB to gather.
+    server = waitress.create_server(app, host=settings.host, port=settings.port,
+                                    threads=settings.threads, send_bytes=1,
+                                    channel_timeout=300, connection_limit=max(1000, settings.threads * 2),
+                                    ident="scout")
+    stopping = threading.Event()
+
+    def on_signal(signum: int) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            server.close()
+
+    install_shutdown_handlers(on_signal)
+    print(f"Scout API on http://{settings.host}:{server.effective_port} (db {settings.db})", flush=True)
+    try:
+        server.run()
+    except (OSError, ValueError):
+        if not stopping.is_set():
+            raise
+    finally:
+        state.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m scout.server",
+        description="Run the Scout API server (settings come from SCOUT_* environment variables; "
+                    "see the README).")
+    parser.add_argument("--host", help="address to listen on (SCOUT_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (SCOUT_PORT, default 8000)")
+    parser.add_argument("--db", help="database file (SCOUT_DB, default data/scout.db)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("SCOUT_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    env = dict(os.environ)
+    for name, value in (("SCOUT_HOST", args.host), ("SCOUT_PORT", args.port), ("SCOUT_DB", args.db)):
+        if value is not None:
+            env[name] = str(value)
+    try:
+        settings = Settings.from_env(env)
+        sys.exit(serve(settings))
+    except (ConfigError, ModeError, StoreError) as exc:
+        print(f"scout: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,522 @@
+"""The SQLite event log: tasks, sessions and their events. All of Scout's SQL lives here.
+
+The log is the truth. Every process (the server, each worker) opens its own
+connections to one WAL-mode database file; a row is visible to readers only once
+its transaction has committed. Event sequence numbers are assigned inside the
+inserting statement, under SQLite's single-writer lock, so they stay unique and
+gap-free per task however many processes write.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+SCHEMA_VERSION = 2
+
+# Task statuses. "waiting" means Claude Code is waiting for a person's approval.
+PENDING, RUNNING, WAITING = "pending", "running", "waiting"
+COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
+ACTIVE = (RUNNING, WAITING)
+TERMINAL = (COMPLETED, FAILED, CANCELLED)
+STATUSES = (PENDING, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED)
+
+_MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        claude_session_id TEXT,
+        cwd TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE tasks (
+        num INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        message TEXT NOT NULL,
+        options TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT,
+        result TEXT,
+        worker_pid INTEGER,
+        worker_started REAL,
+        stop_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX tasks_by_status ON tasks(status, num);
+    CREATE INDEX tasks_by_session ON tasks(session_id, num);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        time REAL NOT NULL,
+        payload TEXT NOT NULL,
+        UNIQUE (task_id, seq)
+    );
+    """,
+    # 2: tool approvals asked of a person over HTTP.
+    """
+    CREATE TABLE approvals (
+        task_id TEXT NOT NULL,
+        tool_use_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        input TEXT NOT NULL,
+        asked_at REAL NOT NULL,
+        decision TEXT,
+        reason TEXT,
+        decided_at REAL,
+        PRIMARY KEY (task_id, tool_use_id)
+    );
+    """,
+]
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+class StoreError(Exception):
+    """The database cannot do what was asked (unreadable, read-only, full, corrupt)."""
+
+
+@dataclass
+class Task:
+    """One chat message run as one Claude Code task."""
+
+    id: str
+    num: int
+    session_id: str
+    status: str
+    message: str
+    options: dict[str, Any]
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    worker_pid: int | None = None
+    worker_started: float | None = None
+    stop_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass
+class Event:
+    """One step of a task, as logged: its place (seq), kind (type), time and payload."""
+
+    id: int
+    task_id: str
+    seq: int
+    type: str
+    time: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": self.type, "time": self.time, "payload": self.payload}
+
+
+@dataclass
+class Session:
+    """A conversation: the tasks that share one Claude Code conversation."""
+
+    id: str
+    claude_session_id: str | None
+    cwd: str | None
+    created_at: float
+    updated_at: float
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _task(row: sqlite3.Row) -> Task:
+    return Task(
+        id=row["id"], num=row["num"], session_id=row["session_id"], status=row["status"],
+        message=row["message"], options=json.loads(row["options"]),
+        created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], error=row["error"],
+        result=json.loads(row["result"]) if row["result"] else None,
+        worker_pid=row["worker_pid"], worker_started=row["worker_started"],
+        stop_requested=bool(row["stop_requested"]),
+    )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(id=row["id"], task_id=row["task_id"], seq=row["seq"], type=row["type"],
+                 time=row["time"], payload=json.loads(row["payload"]))
+
+
+class Store:
+    """The event log. One object per process; each thread gets its own connection."""
+
+    def __init__(self, path: str, busy_timeout: float = 30.0, migrate: bool = True) -> None:
+        self.path = os.path.abspath(path)
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        if migrate:
+            self.migrate()
+
+    # -- connections -------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            parent = os.path.dirname(self.path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
+                                   isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this object opened (call at process exit)."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    def _write(self, fn, *args):
+        """Run fn(conn, *args) in one IMMEDIATE transaction, turning SQLite errors into StoreError."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn().execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    # -- schema ------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Bring the file up to SCHEMA_VERSION; returns the version it had before."""
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            before = conn.execute("PRAGMA user_version").fetchone()[0]
+            if before > SCHEMA_VERSION:
+                raise StoreError(f"database schema {before} is newer than this Scout ({SCHEMA_VERSION})")
+            for version in range(before, SCHEMA_VERSION):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    current = conn.execute("PRAGMA user_version").fetchone()[0]
+                    if current == version:  # another process may have migrated meanwhile
+                        for statement in _split_sql(_MIGRATIONS[version]):
+                            conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version = {version + 1}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            return before
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+
+    def schema_version(self) -> int:
+        return self._read("PRAGMA user_version")[0][0]
+
+    def integrity_check(self) -> str:
+        """SQLite's quick_check: 'ok' or the first problem found."""
+        return self._read("PRAGMA quick_check")[0][0]
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write transaction can be opened (read-only file, locked disk)."""
+        def probe(conn):
+            conn.execute("CREATE TABLE IF NOT EXISTS _probe (x)")
+            conn.execute("DROP TABLE IF EXISTS _probe")
+        self._write(probe)
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return total
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap 'anything new?' probe."""
+        return self._conn().execute("PRAGMA data_version").fetchone()[0]
+
+    # -- sessions ----------------------------------------------------------------
+
+    def get_session(self, session_id: str) -> Session | None:
+        rows = self._read("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"])
+
+    def set_claude_session(self, session_id: str, claude_session_id: str, cwd: str | None) -> None:
+        """Remember which Claude Code conversation (and directory) the session continues from."""
+        def fn(conn):
+            conn.execute(
+                "UPDATE sessions SET claude_session_id = ?, cwd = COALESCE(?, cwd), updated_at = ?"
+                " WHERE id = ?", (claude_session_id, cwd, time.time(), session_id))
+        self._write(fn)
+
+    # -- tasks -------------------------------------------------------------------
+
+    def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
+                    max_pending: int | None = None) -> Task | None:
+        """Insert a pending task (and its session if new) with its first event, atomically.
+
+        Returns None, writing nothing, when max_pending tasks are already waiting.
+        """
+        task_id = new_id()
+        session_id = session_id or new_id()
+        now = time.time()
+
+        def fn(conn):
+            if max_pending is not None:
+                waiting = conn.execute("SELECT COUNT(*) FROM tasks WHERE status = ?", (PENDING,)).fetchone()[0]
+                if waiting >= max_pending:
+                    return None
+            conn.execute(
+                "INSERT INTO sessions (id, cwd, created_at, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
+                (session_id, options.get("cwd"), now, now))
+            conn.execute(
+                "INSERT INTO tasks (id, session_id, status, message, options, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (task_id, session_id, PENDING, message, json.dumps(options), now))
+            _append(conn, task_id, "status", {"status": PENDING}, now)
+            return conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+
+        row = self._write(fn)
+        return _task(row) if row is not None else None
+
+    def get_task(self, task_id: str) -> Task | None:
+        rows = self._read("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        return _task(rows[0]) if rows else None
+
+    def list_tasks(self, status: str | None = None, session_id: str | None = None,
+                   limit: int = 50, before: int | None = None) -> list[Task]:
+        """Newest first; `before` is a cursor (a task's num) for the next page."""
+        where, params = [], []
+        if status:
+            where.append("status = ?"); params.append(status)
+        if session_id:
+            where.append("session_id = ?"); params.append(session_id)
+        if before is not None:
+            where.append("num < ?"); params.append(before)
+        sql = "SELECT * FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY num DESC LIMIT ?"
+        params.append(limit)
+        return [_task(r) for r in self._read(sql, params)]
+
+    def session_tasks(self, session_id: str) -> list[Task]:
+        return [_task(r) for r in self._read(
+            "SELECT * FROM tasks WHERE session_id = ? ORDER BY num", (session_id,))]
+
+    def tasks_in(self, statuses: Iterable[str]) -> list[Task]:
+        statuses = tuple(statuses)
+        marks = ",".join("?" * len(statuses))
+        return [_task(r) for r in self._read(
+            f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY num", statuses)]
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = {s: 0 for s in STATUSES}
+        for r in self._read("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status"):
+            counts[r["status"]] = r["n"]
+        return counts
+
+    def next_startable(self, limit: int) -> list[Task]:
+        """Pending tasks, oldest first, whose session has no task running or waiting."""
+        return [_task(r) for r in self._read(
+            "SELECT * FROM tasks t WHERE t.status = ? AND NOT EXISTS ("
+            " SELECT 1 FROM tasks u WHERE u.session_id = t.session_id AND u.status IN (?, ?))"
+            " AND NOT EXISTS (SELECT 1 FROM tasks v WHERE v.session_id = t.session_id"
+            "  AND v.status = ? AND v.num < t.num)"
+            " ORDER BY t.num LIMIT ?", (PENDING, RUNNING, WAITING, PENDING, limit))]
+
+    def transition(self, task_id: str, to: str, allowed_from: Iterable[str],
+                   error: str | None = None, result: dict[str, Any] | None = None,
+                   unless_stop_requested: bool = False, **fields: Any) -> bool:
+        """Move a task to `to` if it is in one of `allowed_from`, logging a status event.
+
+        The check, the update and the event are one transaction: a status change is in
+        the log exactly when it happened. Returns whether it happened.
+        """
+        allowed = tuple(allowed_from)
+        now = time.time()
+
+        def fn(conn):
+            row = conn.execute("SELECT status, stop_requested FROM tasks WHERE id = ?",
+                               (task_id,)).fetchone()
+            if row is None or row["status"] not in allowed:
+                return False
+            if unless_stop_requested and row["stop_requested"]:
+                return False
+            sets = {"status": to, **fields}
+            if to in (RUNNING,) and "started_at" not in fields:
+                sets["started_at"] = now
+            if to in TERMINAL:
+                sets["finished_at"] = now
+            if error is not None:
+                sets["error"] = error
+            if result is not None:
+                sets["result"] = json.dumps(result)
+            cols = ", ".join(f"{k} = ?" for k in sets)
+            conn.execute(f"UPDATE tasks SET {cols} WHERE id = ?", (*sets.values(), task_id))
+            payload: dict[str, Any] = {"status": to}
+            if error is not None:
+                payload["error"] = error
+            _append(conn, task_id, "status", payload, now)
+            return True
+
+        return self._write(fn)
+
+    def set_worker(self, task_id: str, pid: int, started: float) -> None:
+        """Record the worker's identity: its pid and its process start time."""
+        def fn(conn):
+            conn.execute("UPDATE tasks SET worker_pid = ?, worker_started = ? WHERE id = ?",
+                         (pid, started, task_id))
+        self._write(fn)
+
+    def request_stop(self, task_id: str) -> None:
+        def fn(conn):
+            conn.execute("UPDATE tasks SET stop_requested = 1 WHERE id = ?", (task_id,))
+        self._write(fn)
+
+    def requeue(self, task_id: str) -> bool:
+        """Put a task that never really started back in the queue."""
+        def fn(conn):
+            cur = conn.execute(
+                "UPDATE tasks SET status = ?, started_at = NULL, worker_pid = NULL,"
+                " worker_started = NULL WHERE id = ? AND status IN (?, ?)",
+                (PENDING, task_id, RUNNING, WAITING))
+            if cur.rowcount:
+                _append(conn, task_id, "status", {"status": PENDING, "requeued": True}, time.time())
+            return bool(cur.rowcount)
+        return self._write(fn)
+
+    def delete_task(self, task_id: str) -> bool:
+        def fn(conn):
+            conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
+            conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
+            return conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount > 0
+        return self._write(fn)
+
+    # -- events ------------------------------------------------------------------
+
+    def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
+        """Append one event; returns its seq. Committed before this returns."""
+        return self._write(_append, task_id, type, payload, time.time())
+
+    def events_after(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        return [_event(r) for r in self._read(
+            "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (task_id, after_seq, limit))]
+
+    def iter_events(self, task_id: str, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:
+        while True:
+            batch = self.events_after(task_id, after_seq, page)
+            yield from batch
+            if len(batch) < page:
+                return
+            after_seq = batch[-1].seq
+
+    def last_event_time(self, task_id: str) -> float | None:
+        rows = self._read("SELECT MAX(time) FROM events WHERE task_id = ?", (task_id,))
+        return rows[0][0]
+
+    def max_event_id(self) -> int:
+        return self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+
+    def tasks_with_events_since(self, event_id: int) -> tuple[int, set[str]]:
+        """(newest event id, ids of tasks with events newer than event_id)."""
+        rows = self._read("SELECT id, task_id FROM events WHERE id > ? ORDER BY id", (event_id,))
+        if not rows:
+            return event_id, set()
+        return rows[-1]["id"], {r["task_id"] for r in rows}
+
+    # -- approvals ---------------------------------------------------------------
+
+    def ask_approval(self, task_id: str, tool_use_id: str, tool: str, tool_input: dict[str, Any]) -> None:
+        def fn(conn):
+            conn.execute(
+                "INSERT OR IGNORE INTO approvals (task_id, tool_use_id, tool, input, asked_at)"
+                " VALUES (?, ?, ?, ?, ?)", (task_id, tool_use_id, tool, json.dumps(tool_input), time.time()))
+        self._write(fn)
+
+    def open_approvals(self, task_id: str) -> list[dict[str, Any]]:
+        return [{"tool_use_id": r["tool_use_id"], "tool": r["tool"], "input": json.loads(r["input"]),
+                 "asked_at": r["asked_at"]}
+                for r in self._read("SELECT * FROM approvals WHERE task_id = ? AND decision IS NULL"
+                                    " ORDER BY asked_at", (task_id,))]
+
+    def decide_approval(self, task_id: str, decision: str, reason: str | None,
+                        tool_use_id: str | None = None) -> str | None:
+        """Answer the oldest open approval (or the named one); returns its tool_use_id or None."""
+        def fn(conn):
+            sql = "SELECT tool_use_id FROM approvals WHERE task_id = ? AND decision IS NULL"
+            params: list[Any] = [task_id]
+            if tool_use_id:
+                sql += " AND tool_use_id = ?"; params.append(tool_use_id)
+            row = conn.execute(sql + " ORDER BY asked_at LIMIT 1", params).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE approvals SET decision = ?, reason = ?, decided_at = ?"
+                         " WHERE task_id = ? AND tool_use_id = ?",
+                         (decision, reason, time.time(), task_id, row["tool_use_id"]))
+            return row["tool_use_id"]
+        return self._write(fn)
+
+    def approval_decision(self, task_id: str, tool_use_id: str) -> tuple[str, str | None] | None:
+        rows = self._read("SELECT decision, reason FROM approvals WHERE task_id = ? AND tool_use_id = ?",
+                          (task_id, tool_use_id))
+        if not rows or rows[0]["decision"] is None:
+            return None
+        return rows[0]["decision"], rows[0]["reason"]
+
+
+def _append(conn: sqlite3.Connection, task_id: str, type: str, payload: dict[str, Any], now: float) -> int:
+    """Insert an event with the next seq for its task; must run inside a write transaction."""
+    row = conn.execute(
+        "INSERT INTO events (task_id, seq, type, time, payload) VALUES"
+        " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE task_id = ?), ?, ?, ?)"
+        " RETURNING seq", (task_id, task_id, type, now, json.dumps(payload))).fetchone()
+    return row[0]
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,245 @@
+"""The worker: runs one task by driving Claude Code through claude-agent-sdk.
+
+It runs in a process of its own (started by the supervisor) and appends every
+message Claude Code sends to the event log the moment it arrives. It owns the
+task's happy ending (completed, or failed with Claude Code's own error); the
+supervisor owns every other ending (cancelled, lost, timed out).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from typing import Any, AsyncIterator
+
+from claude_agent_sdk import (
+    AssistantMessage, ClaudeAgentOptions, PermissionResultAllow, PermissionResultDeny,
+    ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
+    ToolResultBlock, ToolUseBlock, UserMessage, query,
+)
+
+from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Store, Task
+
+APPROVAL_POLL_SECONDS = 0.1
+
+
+def run(spec: dict[str, Any]) -> int:
+    """Run the task named in spec ({"task_id", "db", "claude_path", "approval_timeout"})."""
+    store = Store(spec["db"], migrate=False)
+    task = store.get_task(spec["task_id"])
+    if task is None or task.status not in ACTIVE:
+        return 0
+    try:
+        asyncio.run(_drive(store, task, spec))
+        return 0
+    except Exception as exc:  # the task fails; the process exits cleanly
+        print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        store.transition(task.id, FAILED, ACTIVE, error=_describe(exc), unless_stop_requested=True)
+        return 1
+    finally:
+        store.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) < 2000 else text[:2000] + "…"
+
+
+def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgentOptions:
+    """Translate a task's resolved options (mode, overrides, session) into the SDK's."""
+    opts = task.options
+    session = store.get_session(task.session_id)
+    append = "\n\n".join(p for p in (opts.get("mode_prompt"), opts.get("append_system_prompt")) if p)
+    system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
+    if append:
+        system_prompt["append"] = append
+    return ClaudeAgentOptions(
+        cwd=opts.get("cwd") or None,
+        system_prompt=system_prompt,  # type: ignore[arg-type]
+        resume=session.claude_session_id if session else None,
+        permission_mode=opts.get("permission_mode") or "default",
+        allowed_tools=list(opts.get("allowed_tools") or []),
+        disallowed_tools=list(opts.get("disallowed_tools") or []),
+        model=opts.get("model"),
+        max_turns=opts.get("max_turns"),
+        max_budget_usd=opts.get("max_budget_usd"),
+        include_partial_messages=bool(opts.get("stream_deltas", True)),
+        cli_path=spec.get("claude_path"),
+        can_use_tool=_approver(store, task, spec),
+        stderr=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+
+
+def _approver(store: Store, task: Task, spec: dict[str, Any]):
+    """The can_use_tool callback: ask a person over HTTP for the mode's approval tools.
+
+    Claude Code calls it only for tool uses its permission mode and allowed_tools do
+    not already settle. Tools the mode names in approval_tools wait for
+    POST /chat/{id}/approve (no answer in time means deny); anything else is denied.
+    """
+    needs_person = set(task.options.get("approval_tools") or [])
+    timeout = float(spec.get("approval_timeout", 300.0))
+
+    async def can_use_tool(tool: str, tool_input: dict[str, Any],
+                           context: ToolPermissionContext) -> PermissionResultAllow | PermissionResultDeny:
+        if tool not in needs_person and "*" not in needs_person:
+            store.append_event(task.id, "permission_denied", {"tool": tool, "input": tool_input,
+                                                              "reason": "not allowed in this mode"})
+            return PermissionResultDeny(message=f"{tool} is not allowed in mode {task.options.get('mode')}")
+        tool_use_id = context.tool_use_id or f"{tool}-{time.time()}"
+        store.ask_approval(task.id, tool_use_id, tool, tool_input)
+        store.transition(task.id, WAITING, (RUNNING,), unless_stop_requested=True)
+        store.append_event(task.id, "approval_request", {
+            "tool_use_id": tool_use_id, "tool": tool, "input": tool_input,
+            "title": context.title, "timeout": timeout})
+        deadline = time.monotonic() + timeout
+        answer = None
+        while time.monotonic() < deadline:
+            answer = store.approval_decision(task.id, tool_use_id)
+            if answer:
+                break
+            await asyncio.sleep(APPROVAL_POLL_SECONDS)
+        if answer is None:
+            store.decide_approval(task.id, "deny", "no answer in time", tool_use_id)
+            answer = ("deny", "no answer in time")
+        decision, reason = answer
+        store.append_event(task.id, "approval", {"tool_use_id": tool_use_id, "decision": decision,
+                                                 "reason": reason})
+        store.transition(task.id, RUNNING, (WAITING,), unless_stop_requested=True, started_at=task.started_at)
+        if decision == "allow":
+            return PermissionResultAllow(updated_input=tool_input)
+        return PermissionResultDeny(message=reason or "denied by a person")
+
+    return can_use_tool
+
+
+async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
+    """The prompt as a one-message stream: the SDK needs streaming input for can_use_tool."""
+    yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
+
+
+async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
+    options = build_options(store, task, spec)
+    finished = False
+    async for message in query(prompt=_prompt(task.message), options=options):
+        if isinstance(message, ResultMessage):
+            _log_result(store, task, message)
+            finished = True
+        else:
+            for type_, payload in translate(message):
+                store.append_event(task.id, type_, payload)
+                if type_ == "system" and payload.get("subtype") == "init" and payload.get("session_id"):
+                    store.set_claude_session(task.session_id, payload["session_id"], task.options.get("cwd"))
+    if not finished:
+        raise RuntimeError("Claude Code ended without a result")
+
+
+def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
+    summary = {
+        "text": msg.result, "subtype": msg.subtype, "is_error": msg.is_error,
+        "duration_ms": msg.duration_ms, "num_turns": msg.num_turns,
+        "total_cost_usd": msg.total_cost_usd, "usage": msg.usage,
+        "claude_session_id": msg.session_id, "stop_reason": msg.stop_reason,
+    }
+    if msg.api_error_status is not None:
+        summary["api_error_status"] = msg.api_error_status
+    if msg.errors:
+        summary["errors"] = list(msg.errors)
+    store.append_event(task.id, "result", summary)
+    if msg.session_id:
+        store.set_claude_session(task.session_id, msg.session_id, task.options.get("cwd"))
+    if msg.is_error:
+        store.transition(task.id, FAILED, ACTIVE, error=result_error(msg), result=summary,
+                         unless_stop_requested=True)
+    else:
+        store.transition(task.id, COMPLETED, ACTIVE, result=summary, unless_stop_requested=True)
+
+
+def result_error(msg: ResultMessage) -> str:
+    """Claude Code's own reason for a failed result, in plain words."""
+    reasons = {
+        "error_max_turns": "maximum number of turns reached",
+        "error_max_budget_usd": "spending cap (max_budget_usd) reached",
+        "error_during_execution": "Claude Code failed during execution",
+    }
+    parts = []
+    if msg.api_error_status:
+        parts.append(f"API error {msg.api_error_status}")
+    if msg.subtype in reasons:
+        parts.append(reasons[msg.subtype])
+    if msg.result:
+        parts.append(msg.result.strip())
+    if msg.errors:
+        parts.extend(str(e) for e in msg.errors)
+    return ": ".join(parts) or f"Claude Code reported an error ({msg.subtype})"
+
+
+def _tool_result_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    out = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "text":
+            out.append(block.get("text", ""))
+        else:
+            out.append(str(block))
+    return "\n".join(out)
+
+
+def translate(message: Any) -> list[tuple[str, dict[str, Any]]]:
+    """One SDK message as event-log entries (type, payload); see the README's event schema."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(message, StreamEvent):
+        ev = message.event
+        if ev.get("type") == "content_block_delta" and ev.get("delta", {}).get("type") == "text_delta":
+            events.append(("text_delta", {"text": ev["delta"].get("text", ""),
+                                          "parent_tool_use_id": message.parent_tool_use_id}))
+    elif isinstance(message, AssistantMessage):
+        for block in message.content:
+            if isinstance(block, TextBlock):
+                events.append(("assistant", {"text": block.text,
+                                             "parent_tool_use_id": message.parent_tool_use_id}))
+            elif isinstance(block, ToolUseBlock):
+                events.append(("tool_use", {"id": block.id, "name": block.name, "input": block.input,
+                                            "parent_tool_use_id": message.parent_tool_use_id}))
+            elif isinstance(block, ThinkingBlock):
+                events.append(("thinking", {"text": block.thinking}))
+        if message.error:
+            events.append(("error", {"message": str(message.error), "source": "assistant"}))
+    elif isinstance(message, UserMessage):
+        if isinstance(message.content, list):
+            for block in message.content:
+                if isinstance(block, ToolResultBlock):
+                    events.append(("tool_result", {"tool_use_id": block.tool_use_id,
+                                                   "content": _tool_result_text(block.content),
+                                                   "is_error": bool(block.is_error)}))
+    elif isinstance(message, SystemMessage):
+        data = message.data or {}
+        payload: dict[str, Any] = {"subtype": message.subtype}
+        if message.subtype == "init":
+            for key in ("session_id", "model", "cwd", "permissionMode", "tools", "claude_code_version"):
+                if key in data:
+                    payload[key] = data[key]
+        events.append(("system", payload))
+    return events
+
+
+def main() -> None:
+    """`python -m scout.worker TASK_ID` runs one task in the foreground (for debugging)."""
+    import argparse
+
+    from .config import Settings
+
+    parser = argparse.ArgumentParser(description="Run one Scout task in this process (debugging aid).")
+    parser.add_argument("task_id")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    sys.exit(run({"task_id": args.task_id, "db": settings.db, "claude_path": settings.claude_path,
+                  "approval_timeout": settings.approval_timeout}))
+
+
+if __name__ == "__main__":
+    main()
