@@ -27,7 +27,7 @@ from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
 from .notify import LogWatcher
 from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task
 from .supervisor import Supervisor, install_shutdown_handlers
-from .validate import ApiError, check_approval, check_chat, check_cwd, check_task_id, int_arg
+from .validate import SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, int_arg
 
 log = logging.getLogger("scout.server")
 KEEPALIVE_SECONDS = 15.0
@@ -290,6 +290,46 @@ def delete_task(task_id: str):
     s.store.delete_task(task.id)
     s.watcher.touch(task.id)
     return {"task_id": task.id, "deleted": True}
+
+
+@api.get("/sessions")
+def list_sessions():
+    limit = int_arg(request.args.get("limit"), "limit", 50, 1, 1000)
+    return {"sessions": scout().store.list_sessions(limit)}
+
+
+def get_session_or_404(session_id: str):
+    if not SESSION_ID.match(session_id):
+        raise ApiError(404, "not_found", f"no session {session_id!r}")
+    session = scout().store.get_session(session_id)
+    if session is None:
+        raise ApiError(404, "not_found", f"no session {session_id}")
+    return session
+
+
+@api.get("/sessions/<session_id>")
+def show_session(session_id: str):
+    session = get_session_or_404(session_id)
+    tasks = scout().store.session_tasks(session.id)
+    return {
+        "session_id": session.id, "cwd": session.cwd, "created_at": session.created_at,
+        "last_activity": session.updated_at, "claude_session_id": session.claude_session_id,
+        "tasks": [{"task_id": t.id, "status": t.status, "message": t.message,
+                   "result_text": (t.result or {}).get("text"), "error": t.error,
+                   "cost_usd": (t.result or {}).get("total_cost_usd"), "mode": t.options.get("mode"),
+                   "created_at": t.created_at, "finished_at": t.finished_at} for t in tasks],
+    }
+
+
+@api.delete("/sessions/<session_id>")
+def delete_session(session_id: str):
+    session = get_session_or_404(session_id)
+    s = scout()
+    for task in s.store.session_tasks(session.id):
+        if not task.finished:
+            s.supervisor.stop(task.id)
+    deleted = s.store.delete_session(session.id) or 0
+    return {"session_id": session.id, "deleted": True, "tasks_deleted": deleted}
 
 
 @api.get("/modes")
