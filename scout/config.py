@@ -76,6 +76,7 @@ class Settings:
     log_dir: str = ""
     max_message_bytes: int = 100_000
     worker_env_pass: list[str] = field(default_factory=list)
+    db_max_bytes: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -105,4 +106,5 @@ class Settings:
             log_dir=os.path.abspath(env.get("SCOUT_LOG_DIR") or os.path.join(os.path.dirname(db), "logs")),
             max_message_bytes=_int(env, "SCOUT_MAX_MESSAGE_BYTES", 100_000, low=1),
             worker_env_pass=_list(env, "SCOUT_WORKER_ENV", []),
+            db_max_bytes=_int(env, "SCOUT_DB_MAX_MB", 0) * 1024 * 1024 or None,
         )

@@ -388,7 +388,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask("scout")
     app.json.sort_keys = False
-    store = Store(settings.db)
+    store = Store(settings.db, max_bytes=settings.db_max_bytes)
     integrity = store.integrity_check()
     if integrity != "ok":
         raise StoreError(f"database integrity check failed: {integrity}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -160,9 +161,12 @@ def _event(row: sqlite3.Row) -> Event:
 class Store:
     """The event log. One object per process; each thread gets its own connection."""
 
-    def __init__(self, path: str, busy_timeout: float = 30.0, migrate: bool = True) -> None:
+    def __init__(self, path: str, busy_timeout: float = 30.0, migrate: bool = True,
+                 max_bytes: int | None = None) -> None:
         self.path = os.path.abspath(path)
         self.busy_timeout = busy_timeout
+        self.max_bytes = max_bytes  # a size cap: past it, writes fail as on a full disk
+        self.last_write_error: str | None = None  # the latest failed write, until one succeeds
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
@@ -182,6 +186,9 @@ class Store:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA synchronous = NORMAL")
+            if self.max_bytes:
+                page = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA max_page_count = {max(1, self.max_bytes // page)}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -198,7 +205,7 @@ class Store:
                 pass
         self._local = threading.local()
 
-    def _write(self, fn, *args):
+    def _write(self, fn, *args, probe: bool = False):
         """Run fn(conn, *args) in one IMMEDIATE transaction, turning SQLite errors into StoreError."""
         conn = self._conn()
         try:
@@ -206,14 +213,18 @@ class Store:
             try:
                 out = fn(conn, *args)
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if not probe:
+                self.last_write_error = None
             return out
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc}") from exc
+            self.last_write_error = f"database error: {exc}"
+            raise StoreError(self.last_write_error) from exc
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -241,7 +252,8 @@ class Store:
                         conn.execute(f"PRAGMA user_version = {version + 1}")
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
             return before
         except sqlite3.Error as exc:
@@ -255,11 +267,22 @@ class Store:
         return self._read("PRAGMA quick_check")[0][0]
 
     def check_writable(self) -> None:
-        """Raise StoreError unless a write transaction can be opened (read-only file, locked disk)."""
+        """Raise StoreError if writes fail: a read-only file, a full disk or size cap, or the
+        latest write by this process having failed."""
         def probe(conn):
             conn.execute("CREATE TABLE IF NOT EXISTS _probe (x)")
             conn.execute("DROP TABLE IF EXISTS _probe")
-        self._write(probe)
+        self._write(probe, probe=True)
+        if self.last_write_error:
+            raise StoreError(self.last_write_error)
+        if self.max_bytes:
+            page, used, cap = (self._read(f"PRAGMA {p}")[0][0]
+                               for p in ("page_size", "page_count", "max_page_count"))
+            if (cap - used) * page < max(256 * 1024, self.max_bytes // 20):
+                raise StoreError(f"database is full: it has reached SCOUT_DB_MAX_MB ({self.max_bytes // 2**20} MB)")
+        free = shutil.disk_usage(os.path.dirname(self.path)).free
+        if free < 16 * 2**20:
+            raise StoreError(f"disk is full: {free // 1024} kB free where the database lives")
 
     def size_bytes(self) -> int:
         total = 0
@@ -414,6 +437,7 @@ class Store:
         """
         allowed = tuple(allowed_from)
         now = time.time()
+        log_event = True
 
         def fn(conn):
             row = conn.execute("SELECT status, stop_requested FROM tasks WHERE id = ?",
@@ -436,10 +460,28 @@ class Store:
             payload: dict[str, Any] = {"status": to}
             if error is not None:
                 payload["error"] = error
-            _append(conn, task_id, "status", payload, now)
+            if log_event:
+                _append(conn, task_id, "status", payload, now)
             return True
 
-        return self._write(fn)
+        try:
+            return self._write(fn)
+        except StoreError as exc:
+            if "full" not in str(exc) or to not in TERMINAL:
+                raise
+            # The log cannot grow: still record the ending on the task row itself, so
+            # no task is left in a false state (its last event is then not a status).
+            log_event = False
+            error = f"{error or 'the task could not be logged'} ({exc})"[:1000]
+            conn = self._conn()
+            if self.max_bytes:  # our own cap: allow a little headroom for this ending
+                conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA max_page_count').fetchone()[0] + 64}")
+            try:
+                return self._write(fn)
+            finally:
+                if self.max_bytes:
+                    page = conn.execute("PRAGMA page_size").fetchone()[0]
+                    conn.execute(f"PRAGMA max_page_count = {max(1, self.max_bytes // page)}")
 
     def set_worker(self, task_id: str, pid: int, started: float) -> None:
         """Record the worker's identity: its pid and its process start time."""

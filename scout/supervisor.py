@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import psutil
+import setproctitle
 
 from .config import Settings
 from .store import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL, Store, StoreError, Task
@@ -46,6 +47,9 @@ from .store import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL, Store,
 log = logging.getLogger("scout.supervisor")
 
 TAG = "SCOUT_TASK_ID"
+# Forked processes keep the zygote's /proc/PID/environ, so the leader and worker also
+# carry the task id in their process title (what ps and /proc/PID/cmdline show).
+LEADER_TITLE, WORKER_TITLE = "scout: leader {}", "scout: worker {}"
 PR_SET_CHILD_SUBREAPER = 36
 
 # What Claude Code may see of Scout's environment: its own settings, credentials and
@@ -100,6 +104,7 @@ def _lead(spec: dict[str, Any]) -> None:
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         os.environ[TAG] = spec["task_id"]
+        setproctitle.setproctitle(LEADER_TITLE.format(spec["task_id"]))
         os.makedirs(os.path.dirname(spec["log_path"]), exist_ok=True)
         logfd = os.open(spec["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         nullfd = os.open(os.devnull, os.O_RDONLY)
@@ -130,6 +135,7 @@ def _work(spec: dict[str, Any]) -> None:
     """The worker, forked by the leader. Never returns."""
     code = 1
     try:
+        setproctitle.setproctitle(WORKER_TITLE.format(spec["task_id"]))
         from . import worker
         code = worker.run(spec)
     except BaseException as exc:  # noqa: BLE001 - report anything, then exit
@@ -146,6 +152,7 @@ def zygote_main() -> None:
     """The zygote's loop: spawn requests in on stdin, pid and exit reports out on stdout."""
     from . import worker  # noqa: F401  the expensive import, done once and shared by every fork
 
+    setproctitle.setproctitle("scout: zygote")
     _set_subreaper()  # the leaders' orphans (after a worker dies) come here to be reaped
     out = os.fdopen(os.dup(1), "w", buffering=1)
     stdin = 0
@@ -233,8 +240,12 @@ def task_processes(task_id: str, root_pid: int | None = None) -> list[psutil.Pro
 
 
 def _tagged(proc: psutil.Process, task_id: str) -> bool:
+    """Does the process belong to the task (by its inherited tag, or its title)?"""
     try:
-        return proc.environ().get(TAG) == task_id
+        if proc.environ().get(TAG) == task_id:
+            return True
+        title = proc.cmdline()[:1]
+        return bool(title) and title[0] in (LEADER_TITLE.format(task_id), WORKER_TITLE.format(task_id))
     except (psutil.Error, OSError):
         return False
 
@@ -467,13 +478,19 @@ class Supervisor:
             self._spawn(task)
 
     def _spawn(self, task: Task) -> None:
-        if not self.store.transition(task.id, RUNNING, (PENDING,)):
-            return  # stopped or deleted meanwhile
+        try:
+            if not self.store.transition(task.id, RUNNING, (PENDING,)):
+                return  # stopped or deleted meanwhile
+        except StoreError as exc:
+            self.store.transition(task.id, FAILED, (PENDING,), error=f"could not start: {exc}")
+            self.on_change(task.id)
+            return
         self.on_change(task.id)
         proc = WorkerProc(task.id)
         with self._lock:
             self._workers[task.id] = proc
-        spec = {"task_id": task.id, "db": self.store.path, "claude_path": self.settings.claude_path,
+        spec = {"task_id": task.id, "db": self.store.path, "db_max_bytes": self.store.max_bytes,
+                "claude_path": self.settings.claude_path,
                 "approval_timeout": self.settings.approval_timeout,
                 "log_path": self.log_path(task.id)}
         try:
@@ -570,6 +587,9 @@ class Supervisor:
                     self._by_pid[proc.pid] = proc
                 try:
                     self.store.set_worker(proc.task_id, proc.pid, proc.started or 0.0)
+                except StoreError as exc:  # the task itself will fail on the same database
+                    self.last_error = str(exc)
+                    log.error("cannot record worker of %s: %s", proc.task_id, exc)
                 finally:
                     proc.spawned.set_result(proc.pid)
             elif msg["event"] == "exited":
@@ -587,18 +607,29 @@ class Supervisor:
 
     def _on_exit(self, proc: WorkerProc, code: int | None) -> None:
         """A task's leader has exited: sweep what it left, and settle the task's status."""
+        try:
+            self._settle_exit(proc, code)
+        except StoreError as exc:
+            self.last_error = str(exc)
+            log.error("cannot settle the end of task %s: %s", proc.task_id, exc)
+            kill_tree(proc.task_id, None, 0.2)
+            self._forget(proc.task_id)
+
+    def _settle_exit(self, proc: WorkerProc, code: int | None) -> None:
         with self._lock:
             if proc.state in (STOPPING, EXITED):
                 return  # stop() or _fail() owns this ending
             proc.state = EXITED
             proc.exit_code = code
-        kill_tree(proc.task_id, None, self.settings.stop_grace)
         task = self.store.get_task(proc.task_id)
         if task is not None and task.status in ACTIVE:
             if task.stop_requested:
                 self.store.transition(task.id, CANCELLED, ACTIVE)
             else:
                 self.store.transition(task.id, FAILED, ACTIVE, error=self._exit_reason(task, code))
+        # Whatever the worker left behind (a CLI whose worker died, background tool
+        # processes) goes now; with the worker gone there is nobody to be gentle for.
+        kill_tree(proc.task_id, None, 0.2)
         self._forget(proc.task_id)
         self.on_change(proc.task_id)
 

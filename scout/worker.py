@@ -26,7 +26,7 @@ APPROVAL_POLL_SECONDS = 0.1
 
 def run(spec: dict[str, Any]) -> int:
     """Run the task named in spec ({"task_id", "db", "claude_path", "approval_timeout"})."""
-    store = Store(spec["db"], migrate=False)
+    store = Store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"))
     task = store.get_task(spec["task_id"])
     if task is None or task.status not in ACTIVE:
         return 0
@@ -132,7 +132,8 @@ async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
                 if type_ == "system" and payload.get("subtype") == "init" and payload.get("session_id"):
                     store.set_claude_session(task.session_id, payload["session_id"], task.options.get("cwd"))
     if not finished:
-        raise RuntimeError("Claude Code ended without a result")
+        raise RuntimeError("Claude Code ended without a result: its output held no answer "
+                           "(not valid stream-json, or the CLI stopped early)")
 
 
 def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:

@@ -171,7 +171,8 @@ def _kill_tagged(tmp_path: Path) -> None:
             env = proc.environ()
         except (psutil.Error, OSError):
             continue
-        if "SCOUT_TASK_ID" in env and env.get("HOME", "").startswith(str(tmp_path)):
+        if env.get("HOME", "").startswith(str(tmp_path)) and (
+                "SCOUT_TASK_ID" in env or " ".join(proc.cmdline()[:1]).startswith("scout: ")):
             try:
                 proc.kill()
             except psutil.Error:
@@ -184,11 +185,14 @@ def server(make_server: Any) -> ScoutServer:
 
 
 def tagged_processes(task_id: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes carrying the task's tag."""
+    """Live (non-zombie) processes of a task: tagged in their environment (exec'd ones:
+    the CLI and its tools) or titled with the task id (the forked leader and worker)."""
     out = []
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get("SCOUT_TASK_ID") == task_id and proc.status() != psutil.STATUS_ZOMBIE:
+            mine = (proc.environ().get("SCOUT_TASK_ID") == task_id
+                    or task_id in " ".join(proc.cmdline()[:1]))
+            if mine and proc.status() != psutil.STATUS_ZOMBIE:
                 out.append(proc)
         except (psutil.Error, OSError):
             continue

@@ -1,0 +1,1024 @@
+"""`scout`: the command line for a Scout server.
+
+    scout ask "why does the build fail?" --cwd .     start a task and follow it live
+    scout tasks / show ID / tail ID / stop ID        look at and control tasks
+    scout serve / ui / up                            run the API, the web UI, or both
+
+Task and session ids may be shortened to a unique prefix (at least 4 characters).
+The server is found at --url, else $SCOUT_URL (or $SCOUT_API_URL), else at
+http://$SCOUT_HOST:$SCOUT_PORT (127.0.0.1:8000). The bearer token is --token or
+$SCOUT_API_TOKEN.
+
+Exit codes: 0 success (for ask/tail: the task completed); 1 the task failed or was
+cancelled; 2 the request could not be made (API error, unreachable server, bad
+arguments); 130 interrupted.
+
+The HTTP calls are made here with requests (scout/client.py did not exist when this
+was written); requests and the server modules are imported only when needed, so
+`scout --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, TextIO
+
+from .transcript import (fmt_cost, fmt_duration, fmt_time, result_content, result_line, session_markdown,
+                         task_duration, task_markdown, tool_summary)
+
+TERMINAL = ("completed", "failed", "cancelled")
+STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
+EXIT_OK, EXIT_TASK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+RESULT_LINES = 6  # lines of a tool result shown while following a task
+PASSTHROUGH = {
+    "up": ("scout.launcher", "start the API server and the web UI together"),
+    "serve": ("scout.server", "run the API server (python -m scout.server)"),
+    "ui": ("scout.ui", "run the Gradio web UI"),
+}
+
+
+# -- errors ----------------------------------------------------------------------------
+
+class CliError(Exception):
+    """Something the user should be told on stderr as `scout: <message>`."""
+
+    exit_code = EXIT_ERROR
+
+
+class ApiError(CliError):
+    """The API answered with an error document."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Unreachable(CliError):
+    """No Scout server answers at the URL."""
+
+
+class StreamBroken(Exception):
+    """The event stream's connection dropped before its `end` event."""
+
+
+class Detach(Exception):
+    """Stop following a task and leave it running."""
+
+
+# -- talking to the API ----------------------------------------------------------------
+
+def default_url(env: dict[str, str] | os._Environ = os.environ) -> str:
+    for name in ("SCOUT_URL", "SCOUT_API_URL"):  # SCOUT_API_URL is what the web UI reads
+        if env.get(name):
+            return env[name]
+    host = env.get("SCOUT_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        host = "127.0.0.1"  # a server listening everywhere is reachable on loopback
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{env.get('SCOUT_PORT') or 8000}"
+
+
+def normalize_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if not re.match(r"^https?://", url, re.I):
+        url = "http://" + url
+    return url
+
+
+def parse_sse(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """Server-sent events from raw byte chunks: {"id", "event", "data"} with data JSON-decoded."""
+    buf = b""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    for chunk in chunks:
+        if not chunk:
+            continue
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+            if line == "":
+                if data:
+                    text = "\n".join(data)
+                    try:
+                        payload: Any = json.loads(text)
+                    except ValueError:
+                        payload = text
+                    yield {"id": fields.get("id"), "event": fields.get("event") or "message", "data": payload}
+                fields, data = {}, []
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name in ("id", "event"):
+                fields[name] = value
+
+
+class Api:
+    """The few HTTP calls the CLI makes, with errors turned into CliError."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0):
+        import requests  # imported here: `scout --help` should not pay for it
+
+        self.requests = requests
+        self.url = normalize_url(url)
+        self.token = token or None
+        self.timeout = timeout
+        self.http = requests.Session()
+        self.http.headers["User-Agent"] = "scout-cli"
+        if self.token:
+            self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def _unreachable(self, exc: Exception) -> Unreachable:
+        reason = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
+        return Unreachable(f"cannot reach the Scout API at {self.url} ({reason}).\n"
+                           "  Is `scout serve` (or `scout up`) running there? "
+                           "Point the CLI elsewhere with --url or SCOUT_URL.")
+
+    def _error(self, resp: Any) -> ApiError:
+        try:
+            err = resp.json()["error"]
+            code, message = str(err.get("code", "error")), str(err.get("message") or err)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            code = "http_error"
+            text = " ".join((resp.text or "").split())[:200]
+            message = f"HTTP {resp.status_code} from {resp.url}" + (f": {text}" if text else "")
+        if resp.status_code == 401 and not self.token:
+            message += " (pass --token or set SCOUT_API_TOKEN)"
+        return ApiError(resp.status_code, code, message)
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                timeout: float | None = None) -> Any:
+        rq = self.requests
+        try:
+            resp = self.http.request(method, self.url + path, json=body,
+                                     params={k: v for k, v in (params or {}).items() if v is not None},
+                                     timeout=(5, timeout or self.timeout))
+        except rq.ConnectionError as exc:
+            raise self._unreachable(exc) from None
+        except rq.Timeout:
+            raise CliError(f"the Scout API at {self.url} did not answer {method} {path} "
+                           f"within {timeout or self.timeout:g}s") from None
+        except rq.RequestException as exc:
+            raise CliError(f"request to {self.url}{path} failed: {exc}") from None
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        try:
+            return resp.json()
+        except ValueError:
+            raise CliError(f"{method} {path}: the server did not answer with JSON "
+                           f"(is {self.url} a Scout server?)") from None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        return self.request("POST", path, body=body if body is not None else {}, timeout=timeout)
+
+    def stream(self, task_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """One connection to the task's SSE stream, replaying the events after `after`."""
+        rq = self.requests
+        headers = {"Accept": "text/event-stream"}
+        if after:
+            headers["Last-Event-ID"] = str(after)
+        try:
+            resp = self.http.get(f"{self.url}/chat/{task_id}/stream", headers=headers, stream=True,
+                                 timeout=(5, 60))
+        except rq.ConnectionError as exc:
+            raise self._unreachable(exc) from None
+        except rq.Timeout as exc:
+            raise StreamBroken(str(exc)) from None
+        with resp:
+            if resp.status_code >= 400:
+                raise self._error(resp)
+            try:
+                yield from parse_sse(resp.iter_content(chunk_size=None))
+            except (rq.ConnectionError, rq.Timeout, rq.exceptions.ChunkedEncodingError) as exc:
+                raise StreamBroken(str(exc)) from None
+
+    def follow(self, task_id: str, after: int = 0, retries: int = 8) -> Iterator[dict[str, Any]]:
+        """The task's events until its `end` event, reconnecting (and resuming) if the stream drops."""
+        last, failures, connected = after, 0, False
+        while True:
+            try:
+                for event in self.stream(task_id, last):
+                    failures, connected = 0, True
+                    if event.get("id") not in (None, ""):
+                        try:
+                            last = int(event["id"])
+                        except ValueError:
+                            pass
+                    yield event
+                    if event["event"] == "end":
+                        return
+            except StreamBroken:
+                pass
+            except Unreachable:
+                if not connected or failures >= retries:
+                    raise  # never reached it, or it has been gone too long
+            failures += 1
+            if failures > retries:
+                raise CliError(f"lost the event stream of task {task_id} and could not resume it")
+            time.sleep(min(0.25 * 2 ** (failures - 1), 4.0))
+
+    # ids --------------------------------------------------------------------------------
+
+    def resolve_task(self, ref: str) -> str:
+        """A full task id from an id or a unique prefix of one (searching the newest 5000 tasks)."""
+        ref = ref.strip()
+        if UUID.match(ref):
+            return ref.lower()
+        if len(ref) < 4:
+            raise CliError(f"{ref!r} is too short to name a task: give at least 4 characters of its id")
+        matches: list[str] = []
+        cursor = None
+        for _ in range(5):
+            page = self.get("/tasks", limit=1000, cursor=cursor)
+            matches += [t["task_id"] for t in page["tasks"] if t["task_id"].startswith(ref.lower())]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        return _one(matches, "task", ref)
+
+    def resolve_session(self, ref: str) -> str:
+        ref = ref.strip()
+        if UUID.match(ref):
+            return ref.lower()
+        if len(ref) < 4:
+            raise CliError(f"{ref!r} is too short to name a session: give at least 4 characters of its id")
+        sessions = self.get("/sessions", limit=1000)["sessions"]
+        return _one([s["session_id"] for s in sessions if s["session_id"].startswith(ref.lower())], "session", ref)
+
+
+def _one(matches: list[str], kind: str, ref: str) -> str:
+    if not matches:
+        raise CliError(f"no {kind} id starts with {ref!r}")
+    if len(matches) > 1:
+        raise CliError(f"{ref!r} is ambiguous: " + ", ".join(m[:13] + "…" for m in matches[:5])
+                       + (" …" if len(matches) > 5 else ""))
+    return matches[0]
+
+
+# -- terminal output -------------------------------------------------------------------
+
+class Out:
+    """Writes to the terminal (or a pipe), with optional colour, and keeps out of the spinner's way."""
+
+    CODES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34",
+             "magenta": "35", "cyan": "36"}
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+        self.tty = _isatty(self.stream)
+        self.color = self.tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        self.lock = threading.RLock()
+        self.col0 = True
+        self.spinner_visible = False
+        self.last_write = time.monotonic()
+
+    @property
+    def width(self) -> int:
+        return max(40, shutil.get_terminal_size((120, 24)).columns) if self.tty else 160
+
+    def style(self, text: str, *styles: str) -> str:
+        if not self.color or not styles:
+            return text
+        codes = ";".join(self.CODES[s] for s in styles)
+        return f"\033[{codes}m{text}\033[0m"
+
+    def clear_spinner(self) -> None:
+        with self.lock:
+            if self.spinner_visible:
+                self.stream.write("\r\033[K")
+                self.spinner_visible = False
+                self.stream.flush()
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        with self.lock:
+            self.clear_spinner()
+            self.stream.write(text)
+            self.stream.flush()
+            self.col0 = text.endswith("\n")
+            self.last_write = time.monotonic()
+
+    def newline(self) -> None:
+        """End the current line if something is on it."""
+        with self.lock:
+            if not self.col0:
+                self.write("\n")
+
+    def line(self, text: str = "") -> None:
+        with self.lock:
+            self.newline()
+            self.write(text + "\n")
+
+
+class Spinner:
+    """A line that shows the task is alive while nothing else is being printed (TTY only)."""
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, out: Out, label: str = "waiting"):
+        self.out = out
+        self.label = label
+        self.started = time.monotonic()
+        self.paused = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Spinner":
+        if self.out.tty and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="scout-spinner", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(0.1):
+            with self.out.lock:
+                if self.paused or not self.out.col0 or time.monotonic() - self.out.last_write < 0.3:
+                    continue
+                elapsed = fmt_duration(time.monotonic() - self.started)
+                frame = self.FRAMES[n % len(self.FRAMES)]
+                n += 1
+                self.out.stream.write("\r\033[K" + self.out.style(f"{frame} {self.label} · {elapsed}", "dim"))
+                self.out.stream.flush()
+                self.out.spinner_visible = True
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(1)
+        self.out.clear_spinner()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def short(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def clip_line(line: str, width: int) -> str:
+    """One line of output cut to `width`, keeping its indentation."""
+    line = line.expandtabs(4).rstrip()
+    return line if len(line) <= width else line[: max(1, width - 1)] + "…"
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    if ts is None:
+        return "—"
+    secs = max(0.0, (now or time.time()) - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{int(secs // size)}{unit}"
+    return f"{int(secs)}s"
+
+
+STATUS_STYLE = {"completed": ("green",), "failed": ("red",), "cancelled": ("yellow",),
+                "running": ("cyan",), "waiting": ("magenta",), "pending": ("dim",)}
+STATUS_MARK = {"completed": "✓", "failed": "✗", "cancelled": "■"}
+
+
+class EventRenderer:
+    """Turns a task's events into readable terminal lines, live or replayed."""
+
+    def __init__(self, out: Out, task_id: str, spinner: Spinner | None = None, live: bool = True):
+        self.out = out
+        self.live = live  # following as it happens (hints about what to do now make sense)
+        self.task_id = task_id
+        self.spinner = spinner
+        self.streamed = ""  # text printed from deltas for the current block
+        self.last_seq = 0
+        self.status: str | None = None
+
+    def _label(self, text: str) -> None:
+        if self.spinner:
+            self.spinner.label = text
+
+    def handle(self, event: dict[str, Any]) -> None:
+        seq = event.get("seq")
+        if isinstance(seq, int):
+            self.last_seq = max(self.last_seq, seq)
+        etype = event.get("type")
+        p = event.get("payload") or {}
+        out, w = self.out, self.out.width
+        if etype == "text_delta":
+            text = str(p.get("text", ""))
+            self.streamed += text
+            out.write(text)
+            self._label("writing")
+        elif etype == "assistant":
+            text = str(p.get("text", ""))
+            if not self.streamed:
+                out.newline()
+                out.write(text)
+            elif text.startswith(self.streamed):
+                out.write(text[len(self.streamed):])
+            self.streamed = ""
+            out.newline()
+            self._label("thinking")
+        elif etype == "thinking":
+            text = str(p.get("text", ""))
+            if text.strip():
+                out.line(out.style("💭 " + short(text, w - 4), "dim"))
+        elif etype == "tool_use":
+            self._end_text()
+            name = str(p.get("name") or "tool")
+            summary = tool_summary(name, p.get("input"), width=max(20, w - len(name) - 4))
+            out.line(out.style("⚙ ", "cyan") + out.style(name, "bold") + (f": {summary}" if summary else ""))
+            self._label(f"running {name}")
+        elif etype == "tool_result":
+            self._end_text()
+            self._tool_result(p)
+            self._label("thinking")
+        elif etype == "approval_request":
+            self._end_text()
+            name = str(p.get("tool") or "tool")
+            summary = tool_summary(name, p.get("input"), width=max(20, w - len(name) - 24))
+            out.line(out.style("⏸ ", "magenta") + out.style(name, "bold") + " needs approval"
+                     + (f": {summary}" if summary else ""))
+            if self.live:
+                out.line(out.style(f"  answer with: scout approve {self.task_id[:8]}   (or --deny)", "dim"))
+            self._label("waiting for approval")
+        elif etype == "approval":
+            allowed = p.get("decision") == "allow"
+            reason = f": {p['reason']}" if p.get("reason") else ""
+            out.line("  " + (out.style("✓ allowed", "green") if allowed else out.style("✗ denied", "red")) + reason)
+            self._label("running")
+        elif etype == "permission_denied":
+            self._end_text()
+            name = str(p.get("tool") or "tool")
+            reason = f": {p['reason']}" if p.get("reason") else ""
+            out.line(out.style("⛔ ", "red") + out.style(name, "bold") + " was not allowed" + short(reason, w - 30))
+        elif etype == "error":
+            self._end_text()
+            out.line(out.style("✗ error: ", "red") + str(p.get("message", "unknown error")))
+        elif etype == "status":
+            self.status = p.get("status")
+            labels = {"pending": "queued", "running": "starting", "waiting": "waiting for approval"}
+            if self.status in labels:
+                self._label(labels[self.status])
+        elif etype == "result":
+            self._end_text()
+        elif etype == "system" and p.get("subtype") == "init":
+            self._label("thinking")
+
+    def _end_text(self) -> None:
+        self.streamed = ""
+        self.out.newline()
+
+    def _tool_result(self, p: dict[str, Any]) -> None:
+        out, w = self.out, self.out.width
+        text = result_content(p.get("content")).rstrip("\n")
+        lines = text.splitlines() or [""]
+        shown = lines[:RESULT_LINES]
+        colour = ("red",) if p.get("is_error") else ("dim",)
+        if not text.strip():
+            out.line(out.style("  (no output)" if not p.get("is_error") else "  ✗ (error, no output)", *colour))
+            return
+        for i, line in enumerate(shown):
+            prefix = "  ✗ " if p.get("is_error") and i == 0 else "  "
+            out.line(out.style(prefix + clip_line(line, w - len(prefix)), *colour))
+        if len(lines) > len(shown):
+            out.line(out.style(f"  … {len(lines) - len(shown)} more lines", "dim"))
+
+
+def final_line(out: Out, doc: dict[str, Any]) -> str:
+    status = doc.get("status") or "unknown"
+    mark = STATUS_MARK.get(status, "•")
+    line = out.style(f"{mark} ", *STATUS_STYLE.get(status, ())) + result_line(doc)
+    if doc.get("error"):
+        line += "\n" + out.style(f"  {doc['error']}", "red")
+    return line
+
+
+# -- commands --------------------------------------------------------------------------
+
+def _dump(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _status_exit(status: str | None) -> int:
+    return EXIT_OK if status == "completed" else EXIT_TASK_FAILED
+
+
+def _ask_stop(out: Out, api: Api, task_id: str) -> None:
+    """Ctrl-C while following: ask (on a TTY) whether to stop the task; stop it, or carry on."""
+    out.newline()
+    if _isatty(sys.stdin):
+        sys.stderr.write("Stop the task? [y/N] ")
+        sys.stderr.flush()
+        try:
+            answer = sys.stdin.readline()
+        except KeyboardInterrupt:
+            raise Detach() from None
+        if not answer:  # EOF
+            raise Detach()
+        if answer.strip().lower() not in ("y", "yes"):
+            out.line(out.style("continuing (Ctrl-C again to ask again)", "dim"))
+            return
+    out.line(out.style(f"stopping task {task_id} …", "yellow"))
+    try:
+        res = api.post(f"/chat/{task_id}/stop", timeout=120)
+    except KeyboardInterrupt:
+        raise Detach() from None
+    if not res.get("stopped") and res.get("message"):
+        out.line(out.style(res["message"], "dim"))
+
+
+def follow_task(api: Api, task_id: str, out: Out, *, render: bool = True, after: int = 0,
+                on_interrupt: Callable[[], None] | None = None, spinner_label: str = "waiting") -> str:
+    """Follow a task's stream until its end; returns the final status from the `end` event."""
+    spinner = Spinner(out, spinner_label).start() if render else None
+    renderer = EventRenderer(out, task_id, spinner)
+    renderer.last_seq = after
+    try:
+        while True:
+            events = api.follow(task_id, after=renderer.last_seq)
+            try:
+                for ev in events:
+                    if ev["event"] == "end":
+                        data = ev["data"] if isinstance(ev["data"], dict) else {}
+                        return str(data.get("status") or "unknown")
+                    data = ev["data"] if isinstance(ev["data"], dict) else {}
+                    if render:
+                        renderer.handle(data)
+                    elif isinstance(data.get("seq"), int):
+                        renderer.last_seq = data["seq"]
+                raise CliError(f"the event stream of task {task_id} ended without an end event")
+            except KeyboardInterrupt:
+                events.close()
+                if on_interrupt is None:
+                    raise
+                if spinner:
+                    spinner.paused = True
+                    out.clear_spinner()
+                on_interrupt()
+                if spinner:
+                    spinner.paused = False
+    finally:
+        if spinner:
+            spinner.stop()
+        out.newline()
+
+
+def cmd_ask(api: Api, args: argparse.Namespace) -> int:
+    message = args.message
+    if message in (None, "-"):
+        if message is None and _isatty(sys.stdin):
+            raise CliError("give the message to send, e.g. scout ask \"what does this repo do?\" "
+                           "(or - to read it from stdin)")
+        message = sys.stdin.read()
+    if not message.strip():
+        raise CliError("the message is empty")
+    body: dict[str, Any] = {"message": message}
+    if args.session:
+        body["session_id"] = api.resolve_session(args.session)
+    if args.mode:
+        body["mode"] = args.mode
+    if args.cwd:
+        body["cwd"] = os.path.abspath(os.path.expanduser(args.cwd))
+    if args.append_system_prompt:
+        body["append_system_prompt"] = args.append_system_prompt
+    if args.model:
+        body["model"] = args.model
+    if args.max_turns is not None:
+        body["max_turns"] = args.max_turns
+    if args.on_busy:
+        body["on_busy"] = args.on_busy
+    started = api.post("/chat", body)
+    task_id = started["task_id"]
+    if args.no_follow:
+        if args.json:
+            _dump(started)
+        else:
+            print(f"{task_id}  (session {started.get('session_id')}; follow it with: scout tail {task_id[:8]})")
+        return EXIT_OK
+
+    out = Out()
+    if not args.json:
+        out.line(out.style(f"▶ task {task_id} · session {started.get('session_id')}", "dim"))
+    try:
+        status = follow_task(api, task_id, out, render=not args.json,
+                             on_interrupt=lambda: _ask_stop(out, api, task_id),
+                             spinner_label="queued" if started.get("status") == "pending" else "waiting")
+    except Detach:
+        out.newline()
+        sys.stderr.write(f"scout: detached; task {task_id} keeps running "
+                         f"(scout tail {task_id[:8]} / scout stop {task_id[:8]})\n")
+        return EXIT_INTERRUPTED
+    if status == "deleted":
+        raise CliError(f"task {task_id} was deleted while it ran")
+    doc = api.get(f"/chat/{task_id}/status", events="true" if args.json else "false")
+    if args.json:
+        _dump(doc)
+    else:
+        out.line()
+        out.line(final_line(out, doc))
+        if doc.get("session_id"):
+            out.line(out.style(f"  continue this conversation: scout ask --session {doc['session_id']} \"…\"",
+                               "dim"))
+    return _status_exit(doc.get("status"))
+
+
+def cmd_tail(api: Api, args: argparse.Namespace) -> int:
+    task_id = api.resolve_task(args.task)
+    out = Out()
+    if args.json:
+        # One JSON object a line, the `end` event last.
+        status = "unknown"
+        for ev in api.follow(task_id, after=args.from_seq):
+            sys.stdout.write(json.dumps({"event": ev["event"], "id": ev.get("id"), "data": ev["data"]},
+                                        ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            if ev["event"] == "end" and isinstance(ev["data"], dict):
+                status = str(ev["data"].get("status"))
+        return _status_exit(status)
+    status = follow_task(api, task_id, out, after=args.from_seq)
+    if status == "deleted":
+        raise CliError(f"task {task_id} was deleted")
+    doc = api.get(f"/chat/{task_id}/status", events="false")
+    out.line()
+    out.line(final_line(out, doc))
+    return _status_exit(doc.get("status"))
+
+
+def cmd_show(api: Api, args: argparse.Namespace) -> int:
+    task_id = api.resolve_task(args.task)
+    doc = api.get(f"/chat/{task_id}/status")
+    if args.json:
+        _dump(doc)
+        return EXIT_OK
+    if args.markdown:
+        sys.stdout.write(task_markdown(doc))
+        return EXIT_OK
+    out = Out()
+    status = doc.get("status") or "unknown"
+    out.line(out.style("Task ", "bold") + out.style(doc["task_id"], "bold") + "  "
+             + out.style(status, *STATUS_STYLE.get(status, ())))
+    rows = [("session", doc.get("session_id")), ("mode", doc.get("mode")), ("cwd", doc.get("cwd")),
+            ("created", f"{fmt_time(doc.get('created_at'))} ({age(doc.get('created_at'))} ago)"),
+            ("finished", fmt_time(doc["finished_at"]) if doc.get("finished_at") else None)]
+    result = doc.get("result") or {}
+    if result or status in TERMINAL:
+        rows.append(("duration", fmt_duration(task_duration(doc))))
+    if result.get("total_cost_usd") is not None:
+        rows.append(("cost", f"{fmt_cost(result['total_cost_usd'])} · {result.get('num_turns')} turns"))
+    for key, value in rows:
+        if value:
+            out.line(out.style(f"  {key:<9}", "dim") + str(value))
+    out.line()
+    for i, line in enumerate(str(doc.get("message") or "").splitlines() or [""]):
+        out.line(out.style("> " if i == 0 else "  ", "bold", "blue") + line)
+    out.line()
+    renderer = EventRenderer(out, doc["task_id"], live=False)
+    for event in doc.get("events") or []:
+        renderer.handle(event)
+    out.newline()
+    out.line()
+    out.line(final_line(out, doc))
+    return EXIT_OK
+
+
+def cmd_tasks(api: Api, args: argparse.Namespace) -> int:
+    session = api.resolve_session(args.session) if args.session else None
+    page = api.get("/tasks", status=args.status, session_id=session, limit=args.limit)
+    if args.json:
+        _dump(page)
+        return EXIT_OK
+    out = Out()
+    tasks = page.get("tasks") or []
+    if not tasks:
+        out.line("no tasks" + (f" with status {args.status}" if args.status else ""))
+        return EXIT_OK
+    now = time.time()
+    rows = [(t["task_id"][:8], t.get("status") or "", age(t.get("created_at"), now), t.get("mode") or "",
+             t.get("message") or "") for t in tasks]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("ID", "STATUS", "AGE", "MODE"))]
+    head = "  ".join(h.ljust(w) for h, w in zip(("ID", "STATUS", "AGE", "MODE"), widths)) + "  MESSAGE"
+    out.line(out.style(head, "bold"))
+    room = max(20, out.width - sum(widths) - 8 - 1)
+    for r in rows:
+        status = out.style(r[1].ljust(widths[1]), *STATUS_STYLE.get(r[1], ()))
+        out.line("  ".join([r[0].ljust(widths[0]), status, r[2].rjust(widths[2]), r[3].ljust(widths[3])])
+                 + "  " + short(r[4], room))
+    if page.get("next_cursor"):
+        out.line(out.style(f"… more tasks; show more with --limit {args.limit * 2}", "dim"))
+    return EXIT_OK
+
+
+def cmd_stop(api: Api, args: argparse.Namespace) -> int:
+    task_id = api.resolve_task(args.task)
+    res = api.post(f"/chat/{task_id}/stop", timeout=120)
+    if args.json:
+        _dump(res)
+    elif res.get("stopped"):
+        print(f"stopped task {task_id} ({res.get('status')})")
+    else:
+        print(res.get("message") or f"task {task_id} is {res.get('status')}; nothing was stopped")
+    return EXIT_OK
+
+
+def cmd_approve(api: Api, args: argparse.Namespace) -> int:
+    task_id = api.resolve_task(args.task)
+    body: dict[str, Any] = {"decision": "deny" if args.deny else "allow"}
+    if args.reason:
+        body["reason"] = args.reason
+    if args.tool_use_id:
+        body["tool_use_id"] = args.tool_use_id
+    res = api.post(f"/chat/{task_id}/approve", body)
+    if args.json:
+        _dump(res)
+    else:
+        print(f"{'denied' if args.deny else 'allowed'} {res.get('tool_use_id')} for task {task_id}")
+    return EXIT_OK
+
+
+def cmd_prune(api: Api, args: argparse.Namespace) -> int:
+    days: float | int = int(args.older_than) if float(args.older_than).is_integer() else args.older_than
+    try:
+        res = api.post("/admin/prune", {"older_than_days": days}, timeout=300)
+    except ApiError as exc:
+        if exc.status in (404, 405) and exc.code in ("not_found", "method_not_allowed"):
+            raise CliError(f"the server at {api.url} has no POST /admin/prune (it is older than this CLI)") from None
+        raise
+    if args.json:
+        _dump(res)
+    else:
+        print(f"deleted {res.get('deleted_tasks', 0)} tasks and {res.get('deleted_events', 0)} events "
+              f"finished more than {days:g} days ago")
+    return EXIT_OK
+
+
+def cmd_sessions(api: Api, args: argparse.Namespace) -> int:
+    res = api.get("/sessions", limit=args.limit)
+    if args.json:
+        _dump(res)
+        return EXIT_OK
+    out = Out()
+    sessions = res.get("sessions") or []
+    if not sessions:
+        out.line("no sessions")
+        return EXIT_OK
+    now = time.time()
+    out.line(out.style(f"{'ID':<8}  {'TASKS':>5}  {'ACTIVE':>6}  {'LAST':<9}  {'COST':>8}  LAST MESSAGE", "bold"))
+    for s in sessions:
+        out.line(f"{s['session_id'][:8]}  {s.get('task_count', 0):>5}  {age(s.get('last_activity'), now):>6}  "
+                 f"{str(s.get('last_status') or ''):<9}  {fmt_cost(s.get('total_cost_usd')):>8}  "
+                 + short(s.get("last_message") or "", max(20, out.width - 52)))
+    return EXIT_OK
+
+
+def cmd_session(api: Api, args: argparse.Namespace) -> int:
+    session_id = api.resolve_session(args.session)
+    doc = api.get(f"/sessions/{session_id}")
+    if args.json:
+        _dump(doc)
+        return EXIT_OK
+    if args.markdown:
+        docs = [api.get(f"/chat/{t['task_id']}/status") for t in doc.get("tasks") or []]
+        sys.stdout.write(session_markdown(doc, docs))
+        return EXIT_OK
+    out = Out()
+    out.line(out.style(f"Session {doc['session_id']}", "bold"))
+    out.line(out.style("  cwd      ", "dim") + str(doc.get("cwd")))
+    out.line(out.style("  started  ", "dim") + fmt_time(doc.get("created_at")))
+    out.line()
+    for t in doc.get("tasks") or []:
+        status = t.get("status") or ""
+        out.line(out.style(f"{t['task_id'][:8]}  {status:<9}", *STATUS_STYLE.get(status, ()))
+                 + "  > " + short(t.get("message") or "", out.width - 24))
+        answer = t.get("result_text") or t.get("error")
+        if answer:
+            out.line("                     " + short(answer, out.width - 24))
+    return EXIT_OK
+
+
+def cmd_modes(api: Api, args: argparse.Namespace) -> int:
+    res = api.get("/modes")
+    if args.json:
+        _dump(res)
+        return EXIT_OK
+    out = Out()
+    modes = res.get("modes") or []
+    width = max((len(m["name"]) for m in modes), default=4) + 2
+    for m in modes:
+        name = m["name"] + (" *" if m["name"] == res.get("default") else "")
+        out.line(out.style(name.ljust(width + 2), "bold") + short(m.get("description") or "", out.width - width - 4))
+    out.line(out.style("* the default mode", "dim"))
+    return EXIT_OK
+
+
+def cmd_health(api: Api, args: argparse.Namespace) -> int:
+    try:
+        res = api.get("/health")
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        res = api.http.get(api.url + "/health", timeout=10).json()  # degraded: the body is still the report
+    if args.json:
+        _dump(res)
+    else:
+        out = Out()
+        ok = res.get("status") == "ok"
+        out.line(out.style(f"{res.get('status')}", "green" if ok else "red") + f"  Scout {res.get('version')} at {api.url}")
+        tasks, workers, claude, db = (res.get(k) or {} for k in ("tasks", "workers", "claude", "database"))
+        out.line(f"  tasks    running {tasks.get('running', 0)} · waiting {tasks.get('waiting', 0)} · "
+                 f"pending {tasks.get('pending', 0)}")
+        out.line(f"  workers  {workers.get('active', 0)}/{workers.get('max', '?')} active")
+        out.line(f"  claude   {claude.get('version') or 'missing: ' + str(claude.get('error', '?'))}")
+        out.line(f"  database {db.get('path')}" + ("" if db.get("ok", True) else f" — {db.get('error')}"))
+    return EXIT_OK if res.get("status") == "ok" else EXIT_TASK_FAILED
+
+
+COMMANDS: dict[str, Callable[[Api, argparse.Namespace], int]] = {
+    "ask": cmd_ask, "tasks": cmd_tasks, "show": cmd_show, "tail": cmd_tail, "stop": cmd_stop,
+    "approve": cmd_approve, "prune": cmd_prune, "sessions": cmd_sessions, "session": cmd_session,
+    "modes": cmd_modes, "health": cmd_health,
+}
+
+
+# -- argument parsing ------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a number of days, 0 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("connection and output")
+    g.add_argument("--url", default=argparse.SUPPRESS,
+                   help="the Scout API (default: $SCOUT_URL or $SCOUT_API_URL, else http://$SCOUT_HOST:$SCOUT_PORT, "
+                        "i.e. http://127.0.0.1:8000)")
+    g.add_argument("--token", default=argparse.SUPPRESS, help="bearer token (default: $SCOUT_API_TOKEN)")
+    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print the API's JSON instead of text")
+
+    doc = (__doc__ or "").split("\n\n")
+    parser = argparse.ArgumentParser(
+        prog="scout", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run Claude Code tasks in the background on a Scout server and follow them.",
+        epilog="\n\n".join(doc[1:4]))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                              parents=[common], **kw)
+
+    for name, (module, text) in PASSTHROUGH.items():
+        sub.add_parser(name, help=text + f"; arguments go to {module} (scout {name} --help)",
+                       add_help=False)
+
+    p = add("ask", "start a task and follow it live until it finishes")
+    p.add_argument("message", nargs="?", help="what to ask (- reads it from stdin)")
+    p.add_argument("--session", metavar="ID", help="continue this session (conversation)")
+    p.add_argument("--mode", metavar="M", help="mode to run in (see `scout modes`)")
+    p.add_argument("--cwd", metavar="DIR",
+                   help="working directory on the server's machine (relative paths are made absolute "
+                        "here; default: the session's, else the server's first allowed root)")
+    p.add_argument("--append-system-prompt", metavar="TEXT", help="extra system prompt for this task")
+    p.add_argument("--model", help="model to use instead of the mode's")
+    p.add_argument("--max-turns", type=_positive_int, metavar="N", help="stop after N turns")
+    p.add_argument("--on-busy", choices=("queue", "reject", "interrupt"),
+                   help="if the session is busy: wait (default), refuse, or stop the running task")
+    p.add_argument("--no-follow", action="store_true", help="print the task id and return at once")
+
+    p = add("tasks", "list tasks, newest first")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--session", metavar="ID", help="only this session's tasks")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="at most N (default 20)")
+
+    p = add("show", "show a task: its message, what it did, its result")
+    p.add_argument("task", metavar="ID", help="task id (or a unique prefix)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown transcript")
+
+    p = add("tail", "follow a task's events live (from the start, or --from-seq)")
+    p.add_argument("task", metavar="ID", help="task id (or a unique prefix)")
+    p.add_argument("--from-seq", type=int, default=0, metavar="N", help="start after event N (default: all)")
+
+    p = add("stop", "stop a running task")
+    p.add_argument("task", metavar="ID", help="task id (or a unique prefix)")
+
+    p = add("approve", "answer a task's pending tool approval (allow, or --deny)")
+    p.add_argument("task", metavar="ID", help="task id (or a unique prefix)")
+    p.add_argument("--deny", action="store_true", help="deny instead of allow")
+    p.add_argument("--reason", help="why (shown to Claude)")
+    p.add_argument("--tool-use-id", help="which request, if several are pending")
+
+    p = add("prune", "delete finished tasks (and their events) older than some days")
+    p.add_argument("--older-than", type=_days, default=30.0, metavar="DAYS", help="default 30")
+
+    p = add("sessions", "list sessions (conversations), most recently active first")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+
+    p = add("session", "show a session's tasks")
+    p.add_argument("session", metavar="ID", help="session id (or a unique prefix)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown transcript of the conversation")
+
+    add("modes", "list the modes tasks can run in")
+    add("health", "show the server's health")
+    return parser
+
+
+def _passthrough(argv: list[str]) -> tuple[str, list[str]] | None:
+    """`scout up|serve|ui ARGS...`: everything after the command goes to that program."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--url", "--token"):
+            i += 2
+        elif arg.startswith(("--url=", "--token=")) or arg == "--json":
+            i += 1
+        else:
+            return (arg, argv[i + 1:]) if arg in PASSTHROUGH else None
+    return None
+
+
+def run_passthrough(command: str, rest: list[str]) -> int:
+    module_name = PASSTHROUGH[command][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"`scout {command}` needs {module_name}, which cannot be imported here: {exc}") from None
+    entry = getattr(module, "main", None)
+    if entry is None:
+        raise CliError(f"{module_name} has no main()")
+    rc = entry(rest)
+    return rc if isinstance(rc, int) else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        pass
+    try:
+        passthrough = _passthrough(argv)
+        if passthrough:
+            return run_passthrough(*passthrough)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help(sys.stderr)
+            return EXIT_ERROR
+        args.json = getattr(args, "json", False)
+        url = getattr(args, "url", None) or default_url()
+        token = getattr(args, "token", None) or os.environ.get("SCOUT_API_TOKEN") or None
+        return COMMANDS[args.command](Api(url, token), args)
+    except CliError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"scout: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`scout tasks | head`): not an error worth a traceback.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

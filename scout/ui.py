@@ -1,0 +1,782 @@
+"""Scout's web UI: a Gradio chat app that is just another client of the HTTP API.
+
+Everything it shows comes from the API (scout.client): answers stream in from
+``GET /chat/{id}/stream``, each tool call Claude Code makes is a collapsible step,
+and the conversation of a session is rebuilt from ``GET /sessions/{id}`` and each
+task's event log. The current session id lives in the page's URL (``?session=``),
+so a reload, or a link, opens the same conversation and re-attaches to a task that
+is still running (resuming the stream from the last event it has shown).
+
+    python -m scout.ui --help
+    SCOUT_API_URL=http://127.0.0.1:8000 python -m scout.ui      # http://127.0.0.1:7860
+"""
+from __future__ import annotations
+
+import os
+
+# Gradio must not phone home (usage analytics, version checks): set before importing it.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any, Iterator  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from .client import TERMINAL, ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
+
+log = logging.getLogger("scout.ui")
+
+DEFAULT_UI_PORT = 7860
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+ACTIVE = ("pending", "running", "waiting")
+MAX_TOOL_OUTPUT = 6000  # characters of a tool's result shown in its step
+YIELD_EVERY = 0.05  # seconds: at most this often re-render during a burst of text deltas
+STATUS_ICONS = {"completed": "✅", "failed": "❌", "cancelled": "⏹️", "running": "🟢",
+                "pending": "🕓", "waiting": "✋"}
+
+
+# =====================================================================================
+# Rendering a task's event log as chat messages (pure functions, no Gradio state)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """1.234 -> '1.2 s', 75 -> '1 min 15 s'."""
+    if seconds is None or seconds < 0:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def fmt_cost(usd: float | None) -> str:
+    if usd is None:
+        return ""
+    return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
+
+
+def fmt_ago(ts: float | None, now: float | None = None) -> str:
+    if not ts:
+        return ""
+    delta = max(0.0, (now or time.time()) - ts)
+    if delta < 60:
+        return "just now"
+    if delta < 3600:
+        return f"{int(delta // 60)} min ago"
+    if delta < 86400:
+        return f"{int(delta // 3600)} h ago"
+    return time.strftime("%Y-%m-%d", time.localtime(ts))
+
+
+def fence(text: str, lang: str = "") -> str:
+    """A Markdown code block that survives backticks inside the text."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}"
+
+
+def clip(text: str, limit: int = MAX_TOOL_OUTPUT) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n… ({len(text) - limit} more characters)"
+
+
+def one_line(text: str, limit: int = 70) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+TOOL_SUMMARY_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description", "prompt")
+
+
+def tool_title(name: str, tool_input: dict[str, Any]) -> str:
+    """'Bash · ls -la' — the tool and the gist of its input, on one line."""
+    for key in TOOL_SUMMARY_KEYS:
+        value = tool_input.get(key) if isinstance(tool_input, dict) else None
+        if isinstance(value, str) and value.strip():
+            return f"🔧 {name} · {one_line(value)}"
+    return f"🔧 {name}"
+
+
+def tool_input_markdown(name: str, tool_input: Any) -> str:
+    if isinstance(tool_input, dict) and name == "Bash" and isinstance(tool_input.get("command"), str):
+        return fence(tool_input["command"], "bash")
+    try:
+        text = json.dumps(tool_input, indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = str(tool_input)
+    return fence(clip(text), "json")
+
+
+@dataclass
+class TaskView:
+    """The chat messages of one task, built up event by event from its log."""
+
+    task_id: str
+    message: str
+    status: str = "pending"
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    last_seq: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
+    _live: int | None = None  # index in items of the text message deltas are appended to
+    _tools: dict[str, int] = field(default_factory=dict)  # tool_use_id -> index in items
+    _tool_times: dict[str, float] = field(default_factory=dict)
+    _approvals: dict[str, int] = field(default_factory=dict)  # tool_use_id -> index in items
+    _asking: dict[str, str] = field(default_factory=dict)  # unanswered approvals: tool_use_id -> tool
+
+    @classmethod
+    def from_status(cls, doc: dict[str, Any]) -> "TaskView":
+        """A finished (or in-progress) task from its ``GET /chat/{id}/status`` document."""
+        view = cls(task_id=doc["task_id"], message=doc.get("message") or "")
+        for event in doc.get("events") or []:
+            view.apply(event.get("type", ""), event.get("payload") or {}, event.get("seq"), event.get("time"))
+        view.status = doc.get("status") or view.status
+        view.error = doc.get("error") or view.error
+        view.result = doc.get("result") or view.result
+        view.started_at = doc.get("started_at") or view.started_at
+        view.finished_at = doc.get("finished_at") or view.finished_at
+        return view
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    def apply_event(self, event: SSEEvent) -> None:
+        if event.is_end:
+            self.status = str(event.data.get("status") or self.status)
+            if self.status == "deleted":
+                self.items.append(notice("🗑️ This task was deleted."))
+            self._close_steps()
+            return
+        self.apply(event.type, event.payload, event.seq, event.time)
+
+    def apply(self, kind: str, payload: dict[str, Any], seq: int | None = None, when: float | None = None) -> None:
+        """Fold one log event into the messages."""
+        if seq:
+            self.last_seq = max(self.last_seq, int(seq))
+        parent = payload.get("parent_tool_use_id")
+        if kind == "status":
+            self.status = payload.get("status") or self.status
+            if payload.get("error"):
+                self.error = payload["error"]
+            if self.status == "running" and self.started_at is None:
+                self.started_at = when
+            if self.status in TERMINAL:
+                self.finished_at = when
+                self._close_steps()
+        elif kind == "text_delta":
+            if parent:
+                return  # a sub-agent's live text: its whole block arrives as `assistant`
+            if self._live is None:
+                self.items.append({"role": "assistant", "content": ""})
+                self._live = len(self.items) - 1
+            self.items[self._live]["content"] += payload.get("text", "")
+        elif kind == "assistant":
+            text = payload.get("text") or ""
+            if parent:
+                self.items.append(step(f"💬 Sub-agent", text, parent_id=parent, status="done"))
+            elif self._live is not None:
+                self.items[self._live]["content"] = text
+                self._live = None
+            elif text:
+                self.items.append({"role": "assistant", "content": text})
+        elif kind == "thinking":
+            self._live = None
+            self.items.append(step("💭 Thinking", payload.get("text") or "", status="done"))
+        elif kind == "tool_use":
+            self._live = None
+            tool_id = str(payload.get("id") or f"tool-{len(self.items)}")
+            name = str(payload.get("name") or "tool")
+            tool_input = payload.get("input") or {}
+            body = "**Input**\n\n" + tool_input_markdown(name, tool_input)
+            self.items.append(step(tool_title(name, tool_input), body, status="pending",
+                                   step_id=tool_id, parent_id=parent))
+            self._tools[tool_id] = len(self.items) - 1
+            if when:
+                self._tool_times[tool_id] = when
+        elif kind == "tool_result":
+            tool_id = str(payload.get("tool_use_id") or "")
+            content = str(payload.get("content") or "")
+            is_error = bool(payload.get("is_error"))
+            label = "**Error**" if is_error else "**Output**"
+            text = f"\n\n{label}\n\n" + (fence(clip(content)) if content.strip() else "_(no output)_")
+            index = self._tools.get(tool_id)
+            if index is None:
+                self.items.append(step("🔧 Tool result", text.strip(), status="done"))
+                return
+            item = self.items[index]
+            item["content"] += text
+            meta = item["metadata"]
+            meta["status"] = "done"
+            if is_error:
+                meta["title"] = meta["title"].replace("🔧", "⚠️", 1)
+            started = self._tool_times.get(tool_id)
+            if started and when and when >= started:
+                meta["duration"] = round(when - started, 2)
+        elif kind == "approval_request":
+            self._live = None
+            tool = payload.get("tool") or "a tool"
+            tool_use_id = str(payload.get("tool_use_id") or "")
+            body = f"Claude Code asks to use **{tool}**:\n\n" + tool_input_markdown(str(tool), payload.get("input"))
+            self.items.append(step(f"✋ Approval needed · {tool}", body, status="pending",
+                                   step_id=f"approval-{tool_use_id}"))
+            self._approvals[tool_use_id] = len(self.items) - 1
+            self._asking[tool_use_id] = str(tool)
+        elif kind == "approval":
+            tool_use_id = str(payload.get("tool_use_id") or "")
+            index = self._approvals.get(tool_use_id)
+            self._asking.pop(tool_use_id, None)
+            decision = payload.get("decision") or "?"
+            if index is not None:
+                item = self.items[index]
+                item["metadata"]["status"] = "done"
+                item["metadata"]["log"] = "allowed" if decision == "allow" else "denied"
+                reason = payload.get("reason")
+                item["content"] += f"\n\n**{decision.title()}**" + (f": {reason}" if reason else "")
+        elif kind == "permission_denied":
+            self._live = None
+            tool = payload.get("tool") or "tool"
+            body = f"{payload.get('reason') or 'not allowed'}\n\n" + tool_input_markdown(str(tool), payload.get("input"))
+            self.items.append(step(f"⛔ {tool} not allowed", body, status="done"))
+        elif kind == "error":
+            self._live = None
+            self.items.append(notice(f"⚠️ {payload.get('message') or 'error'}", kind="error"))
+        elif kind == "result":
+            self.result = payload
+            if payload.get("is_error") and payload.get("text") and not self._has_text(payload["text"]):
+                self.items.append(notice(f"⚠️ {payload['text']}", kind="error"))
+        # `system` events (init, status) carry nothing to show.
+
+    def _has_text(self, text: str) -> bool:
+        return any(i.get("role") == "assistant" and not i.get("metadata") and i.get("content") == text
+                   for i in self.items)
+
+    def _close_steps(self) -> None:
+        """A finished task has no step left spinning."""
+        self._live = None
+        self._asking.clear()
+        for item in self.items:
+            meta = item.get("metadata")
+            if meta and meta.get("status") == "pending":
+                meta["status"] = "done"
+                if self.status == "cancelled":
+                    meta["log"] = "stopped"
+
+    def footer(self) -> dict[str, Any] | None:
+        """The closing line: outcome, duration and cost; or a placeholder while nothing is shown yet."""
+        r = self.result or {}
+        cost = fmt_cost(r.get("total_cost_usd"))
+        if r.get("duration_ms") is not None:
+            took = fmt_duration(r["duration_ms"] / 1000)
+        elif self.started_at and self.finished_at:
+            took = fmt_duration(self.finished_at - self.started_at)
+        else:
+            took = ""
+        turns = r.get("num_turns")
+        extras = [x for x in (took, cost, f"{turns} turn{'s' if turns != 1 else ''}" if turns else "") if x]
+        if self.status == "completed":
+            return notice(" · ".join(["✅ Done", *extras]), kind="done")
+        if self.status == "failed":
+            text = "❌ Task failed" + (f": {self.error}" if self.error else "")
+            return notice(" · ".join([text, *extras]), kind="error")
+        if self.status == "cancelled":
+            return notice(" · ".join(["⏹️ Stopped — the task was cancelled", *extras]), kind="stopped")
+        if self.status == "deleted":
+            return None
+        if self._asking:
+            tool_use_id, tool = next(iter(self._asking.items()))
+            ask = notice(f"✋ Claude Code is waiting for your approval to use <b>{tool}</b>.", kind="ask")
+            # Gradio shows the options of the conversation's last message as buttons.
+            ask["options"] = [{"value": f"allow:{tool_use_id}", "label": "✅ Allow"},
+                              {"value": f"deny:{tool_use_id}", "label": "🚫 Deny"}]
+            return ask
+        if self.status == "waiting":
+            return notice("✋ Waiting for an approval…", kind="live")
+        if not any(i.get("content") for i in self.items):
+            text = "🕓 Queued — waiting for a free worker…" if self.status == "pending" else "⏳ Claude Code is starting…"
+            return notice(text, kind="live")
+        return None
+
+    def messages(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{"role": "user", "content": self.message}]
+        out += [dict(i, metadata=dict(i["metadata"])) if "metadata" in i else dict(i) for i in self.items
+                if i.get("content") or i.get("metadata")]
+        end = self.footer()
+        if end:
+            out.append(end)
+        return out
+
+
+def step(title: str, content: str, status: str = "done", step_id: str | None = None,
+         parent_id: str | None = None) -> dict[str, Any]:
+    """A collapsible 'thought' message (tool call, thinking, sub-agent text)."""
+    meta: dict[str, Any] = {"title": title, "status": status}
+    if step_id:
+        meta["id"] = step_id
+    if parent_id:
+        meta["parent_id"] = parent_id
+    return {"role": "assistant", "content": content, "metadata": meta}
+
+
+def notice(text: str, kind: str = "info") -> dict[str, Any]:
+    """A short status line in the conversation (outcome, error, placeholder)."""
+    return {"role": "assistant", "content": f'<div class="scout-note scout-{kind}">{text}</div>'}
+
+
+def error_message(exc: BaseException, doing: str) -> dict[str, Any]:
+    """A readable chat message for a failure; never a traceback."""
+    if isinstance(exc, ScoutUnreachable):
+        text = (f"⚠️ {doing}: {exc.message}. Is the Scout API server running? "
+                "(`python run_servers.py` starts it with this UI.)")
+    elif isinstance(exc, ScoutAPIError):
+        status = f" (HTTP {exc.status}, {exc.code})" if exc.status else ""
+        text = f"⚠️ {doing}: {exc.message}{status}"
+    else:
+        log.exception("unexpected error while %s", doing)
+        text = f"⚠️ {doing}: unexpected error ({type(exc).__name__}: {one_line(str(exc), 200)})"
+    return notice(text, kind="error")
+
+
+# =====================================================================================
+# The app
+
+
+CSS = """
+.gradio-container { max-width: 1400px !important; }
+#scout-header { align-items: center; }
+#scout-header h1 { margin: 0; font-size: 1.5rem; }
+#scout-header p { margin: 0; opacity: .7; }
+#scout-chat { flex-grow: 1; }
+.scout-note { font-size: .9em; opacity: .85; }
+.scout-done { color: var(--body-text-color-subdued); }
+.scout-error { color: var(--error-text-color, #b91c1c); opacity: 1; }
+.scout-stopped { color: var(--body-text-color-subdued); font-weight: 600; }
+.scout-ask { font-weight: 600; opacity: 1; }
+.scout-live { color: var(--body-text-color-subdued); font-style: italic; }
+#scout-history { max-height: 52vh; overflow-y: auto; }
+#scout-history .wrap { flex-direction: column; gap: 4px; }
+#scout-history label { width: 100%; margin: 0; font-size: .88em; line-height: 1.3; }
+#scout-status { font-size: .85em; opacity: .75; min-height: 1.4em; }
+#scout-status p { margin: 0; }
+footer { display: none !important; }
+"""
+
+# Keeps ?session=<id> in the address bar in step with the conversation shown.
+URL_SYNC_JS = """
+(sid) => {
+  const url = new URL(window.location.href);
+  if (sid) { url.searchParams.set('session', sid); } else { url.searchParams.delete('session'); }
+  window.history.replaceState(null, '', url.toString());
+  return [];
+}
+"""
+
+THEME = gr.themes.Soft(
+    primary_hue="indigo",
+    neutral_hue="slate",
+    # System fonts only: the default theme would fetch fonts from the internet.
+    font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+)
+
+PLACEHOLDER = """
+<div style="text-align:center; opacity:.8">
+<h2>🔭 Ask Scout</h2>
+<p>Scout runs Claude Code in the background: it reads, searches and runs commands in the
+working directory, and streams what it does here. Tasks keep running if you close the page.</p>
+</div>
+"""
+
+
+@dataclass
+class Conversation:
+    """What one browser tab shows: a session's finished tasks, and the task being followed."""
+
+    session_id: str = ""
+    done: list[dict[str, Any]] = field(default_factory=list)  # messages of earlier tasks
+    epoch: int = 0  # bumped whenever the tab switches conversation; stale streams stop writing
+
+    def switch(self, session_id: str = "") -> int:
+        self.session_id, self.done = session_id, []
+        self.epoch += 1
+        return self.epoch
+
+
+def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blocks:
+    """The Scout chat app, talking to the API at ``api_url`` (with ``token`` if set)."""
+    client = ScoutClient(api_url, token)
+
+    # -- helpers that talk to the API -------------------------------------------------
+
+    def history_choices() -> tuple[list[tuple[str, str]], str | None]:
+        """(label, session_id) for the history panel, newest first; or an error text."""
+        try:
+            sessions = client.sessions(limit=100).get("sessions", [])
+        except ScoutAPIError as exc:
+            return [], exc.message
+        now = time.time()
+        choices = []
+        for s in sessions:
+            icon = STATUS_ICONS.get(s.get("last_status") or "", "•")
+            count = s.get("task_count") or 0
+            label = (f"{icon} {one_line(s.get('last_message') or '(no message)', 48)}  ·  "
+                     f"{count} task{'s' if count != 1 else ''} · {fmt_ago(s.get('last_activity'), now)}")
+            choices.append((label, s["session_id"]))
+        return choices, None
+
+    def load_modes() -> tuple[list[tuple[str, str]], str, dict[str, str], str | None]:
+        try:
+            doc = client.modes()
+        except ScoutAPIError as exc:
+            return [("Scout", "Scout")], "Scout", {}, exc.message
+        descriptions = {m["name"]: m.get("description") or "" for m in doc.get("modes", [])}
+        choices = [(name, name) for name in descriptions] or [("Scout", "Scout")]
+        return choices, doc.get("default") or choices[0][1], descriptions, None
+
+    def status_line(session_id: str, view: TaskView | None = None, extra: str = "") -> str:
+        parts = []
+        if session_id:
+            parts.append(f"Session `{session_id[:8]}`")
+        if view is not None:
+            parts.append(f"task `{view.task_id[:8]}` {STATUS_ICONS.get(view.status, '')} {view.status}")
+        if extra:
+            parts.append(extra)
+        return " · ".join(parts)
+
+    def follow(conv: Conversation, view: TaskView, epoch: int) -> Iterator[dict[Any, Any]]:
+        """Stream a task's events into the chat until it ends (or the tab shows something else)."""
+        last_yield = 0.0
+        try:
+            for event in client.stream(view.task_id, view.last_seq):
+                if conv.epoch != epoch:
+                    return
+                view.apply_event(event)
+                now = time.monotonic()
+                if event.type != "text_delta" or now - last_yield >= YIELD_EVERY or event.is_end:
+                    last_yield = now
+                    yield {chatbot: conv.done + view.messages(),
+                           status_md: status_line(conv.session_id, view)}
+        except ScoutAPIError as exc:
+            if conv.epoch != epoch:
+                return
+            problem = error_message(exc, "Lost the task's live stream")
+            problem["content"] = problem["content"].replace(
+                "</div>", " The task keeps running on the server: reload the page to re-attach.</div>")
+            conv.done = conv.done + view.messages() + [problem]
+            yield {chatbot: conv.done, status_md: status_line(conv.session_id, view, "stream lost")}
+            return
+        if view.active:  # the stream ended without saying how: ask once
+            try:
+                view = TaskView.from_status(client.status(view.task_id))
+            except ScoutAPIError:
+                pass
+        if conv.epoch != epoch:
+            return
+        conv.done = conv.done + view.messages()
+        yield {chatbot: conv.done, status_md: status_line(conv.session_id, view)}
+
+    def open_session(conv: Conversation, session_id: str) -> Iterator[dict[Any, Any]]:
+        """Show a session's whole conversation; re-attach to its running task, if any."""
+        try:
+            doc = client.session(session_id)
+        except ScoutAPIError as exc:
+            conv.switch()
+            conv.done = [error_message(exc, f"Could not open session {session_id}")]
+            yield {chatbot: conv.done, session_box: "", task_box: "", status_md: ""}
+            return
+        epoch = conv.switch(session_id)
+        running: TaskView | None = None
+        last_mode = None
+        for task in doc.get("tasks", []):
+            last_mode = task.get("mode") or last_mode
+            try:
+                view = TaskView.from_status(client.status(task["task_id"]))
+            except ScoutAPIError as exc:
+                view = TaskView(task_id=task["task_id"], message=task.get("message") or "",
+                                status=task.get("status") or "failed", error=exc.message)
+            if view.active:
+                running = view
+                break
+            conv.done += view.messages()
+        first: dict[Any, Any] = {chatbot: conv.done + (running.messages() if running else []),
+                                 session_box: session_id, task_box: running.task_id if running else "",
+                                 history: gr.update(value=session_id),
+                                 cwd_box: doc.get("cwd") or "",
+                                 status_md: status_line(session_id, running)}
+        if last_mode:
+            first[mode_dd] = gr.update(value=last_mode)
+        if running is None:
+            yield first
+            return
+        yield {**first, send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True)}
+        yield from follow(conv, running, epoch)
+        if conv.epoch != epoch:
+            return
+        hist, _ = history_choices()
+        yield {task_box: "", send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False),
+               history: gr.update(choices=hist, value=session_id)}
+
+    # -- event handlers ---------------------------------------------------------------
+
+    def on_load(conv: Conversation, request: gr.Request) -> Iterator[dict[Any, Any]]:
+        try:
+            conv.switch()
+            choices, default, descriptions, modes_error = load_modes()
+            hist, hist_error = history_choices()
+            session_id = (dict(request.query_params) if request else {}).get("session", "")
+            out: dict[Any, Any] = {
+                mode_dd: gr.update(choices=choices, value=default, info=descriptions.get(default, "")),
+                modes_json: json.dumps(descriptions),
+                history: gr.update(choices=hist, value=None),
+            }
+            if modes_error or hist_error:
+                out[chatbot] = [notice(f"⚠️ The Scout API server at {client.base_url} is not answering: "
+                                       f"{modes_error or hist_error}. Start it (`python run_servers.py`), "
+                                       "then reload this page.", kind="error")]
+                yield out
+                return
+            yield out
+            if session_id:
+                yield from open_session(conv, session_id)
+        except Exception as exc:  # never a traceback in the page
+            yield {chatbot: [error_message(exc, "Could not load the page")]}
+
+    def on_send(conv: Conversation, text: str, mode: str, cwd: str, extra: str) -> Iterator[dict[Any, Any]]:
+        text = (text or "").strip()
+        if not text:
+            return
+        epoch = conv.epoch
+        try:
+            yield {msg_box: "", chatbot: conv.done + [{"role": "user", "content": text},
+                                                      notice("⏳ Sending…", kind="live")]}
+            try:
+                started = client.post_chat(text, session_id=conv.session_id or None, mode=mode or None,
+                                           cwd=(cwd or "").strip() or None,
+                                           append_system_prompt=(extra or "").strip() or None)
+            except ScoutAPIError as exc:
+                conv.done = conv.done + [{"role": "user", "content": text},
+                                         error_message(exc, "Could not start the task")]
+                yield {chatbot: conv.done, msg_box: text}
+                return
+            if conv.epoch != epoch:
+                return
+            conv.session_id = started["session_id"]
+            view = TaskView(task_id=started["task_id"], message=text, status=started.get("status", "pending"))
+            hist, _ = history_choices()
+            yield {chatbot: conv.done + view.messages(), session_box: conv.session_id,
+                   task_box: view.task_id, history: gr.update(choices=hist, value=conv.session_id),
+                   send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
+                   status_md: status_line(conv.session_id, view)}
+            yield from follow(conv, view, epoch)
+            if conv.epoch != epoch:
+                return
+            hist, _ = history_choices()
+            yield {task_box: "", send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False),
+                   history: gr.update(choices=hist, value=conv.session_id)}
+        except Exception as exc:
+            conv.done = conv.done + [error_message(exc, "Something went wrong")]
+            yield {chatbot: conv.done, task_box: "", send_btn: gr.update(visible=True),
+                   stop_btn: gr.update(visible=False)}
+
+    def on_stop(task_id: str) -> dict[Any, Any]:
+        if not task_id:
+            return {}
+        try:
+            doc = client.stop(task_id)
+        except ScoutAPIError as exc:
+            gr.Warning(f"Could not stop the task: {exc.message}")
+            return {stop_btn: gr.update(interactive=True)}
+        if not doc.get("stopped") and doc.get("message"):
+            gr.Info(doc["message"])
+        return {}
+
+    def on_new_chat(conv: Conversation) -> dict[Any, Any]:
+        conv.switch()
+        hist, _ = history_choices()
+        return {chatbot: [], session_box: "", task_box: "", msg_box: "",
+                history: gr.update(choices=hist, value=None), status_md: "",
+                send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False)}
+
+    def on_pick(conv: Conversation, session_id: str) -> Iterator[dict[Any, Any]]:
+        if not session_id:
+            return
+        try:
+            yield {send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False), task_box: ""}
+            yield from open_session(conv, session_id)
+        except Exception as exc:
+            yield {chatbot: [error_message(exc, "Could not open the session")]}
+
+    def on_refresh() -> dict[Any, Any]:
+        hist, problem = history_choices()
+        if problem:
+            gr.Warning(f"Could not list sessions: {problem}")
+        return {history: gr.update(choices=hist)}
+
+    def on_approve(task_id: str, evt: gr.SelectData) -> None:
+        value = str(evt.value if not isinstance(evt.value, dict) else evt.value.get("value", ""))
+        decision, _, tool_use_id = value.partition(":")
+        if decision not in ("allow", "deny") or not task_id:
+            return
+        try:
+            client.approve(task_id, decision, reason="answered in the Scout UI", tool_use_id=tool_use_id or None)
+        except ScoutAPIError as exc:
+            gr.Warning(f"Could not answer the approval: {exc.message}")
+
+    def on_mode(mode: str, descriptions: str) -> dict[Any, Any]:
+        try:
+            info = json.loads(descriptions or "{}").get(mode, "")
+        except ValueError:
+            info = ""
+        return {mode_dd: gr.update(info=info)}
+
+    # -- layout -----------------------------------------------------------------------
+
+    with gr.Blocks(title="Scout", fill_height=True, analytics_enabled=False) as demo:
+        state = gr.State(Conversation())
+        session_box = gr.Textbox(visible="hidden", elem_id="scout-session-id")
+        task_box = gr.Textbox(visible="hidden", elem_id="scout-task-id")
+        modes_json = gr.Textbox(visible="hidden", value="{}")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=270, elem_id="scout-sidebar"):
+                with gr.Row(elem_id="scout-header"):
+                    gr.Markdown("# 🔭 Scout\nClaude Code, in the background")
+                new_btn = gr.Button("✏️ New chat", variant="secondary", elem_id="scout-new-chat")
+                with gr.Row():
+                    gr.Markdown("**History**")
+                    refresh_btn = gr.Button("↻", size="sm", min_width=40, scale=0, elem_id="scout-refresh")
+                history = gr.Radio(choices=[], show_label=False, container=False, elem_id="scout-history",
+                                   interactive=True)
+                with gr.Accordion("Settings", open=True, elem_id="scout-settings"):
+                    mode_dd = gr.Dropdown(choices=[("Scout", "Scout")], value="Scout", label="Mode",
+                                          elem_id="scout-mode", interactive=True)
+                    cwd_box = gr.Textbox(label="Working directory", placeholder="server default",
+                                         elem_id="scout-cwd", max_lines=1)
+                    extra_box = gr.Textbox(label="Extra instructions", lines=3, max_lines=8,
+                                           placeholder="Appended to the system prompt",
+                                           elem_id="scout-extra")
+            with gr.Column(scale=4, elem_id="scout-main"):
+                chatbot = gr.Chatbot(elem_id="scout-chat", show_label=False, height="calc(100vh - 150px)",
+                                     min_height=360,
+                                     placeholder=PLACEHOLDER, buttons=["copy", "copy_all"],
+                                     feedback_options=None, layout="bubble", scale=1,
+                                     group_consecutive_messages=True)
+                with gr.Row(equal_height=True):
+                    msg_box = gr.Textbox(show_label=False, placeholder="Ask Scout… (Enter to send, Shift+Enter for a new line)",
+                                         lines=1, max_lines=8, scale=8, container=False, autofocus=True,
+                                         elem_id="scout-input", submit_btn=False)
+                    send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="scout-send")
+                    stop_btn = gr.Button("■ Stop", variant="stop", scale=1, min_width=90, visible=False,
+                                         elem_id="scout-stop")
+                status_md = gr.Markdown("", elem_id="scout-status")
+
+        everything = [state, chatbot, session_box, task_box, msg_box, send_btn, stop_btn, history,
+                      mode_dd, modes_json, cwd_box, status_md]
+        quiet = dict(show_progress="hidden", concurrency_limit=None, api_visibility="private")
+
+        load_evt = demo.load(on_load, inputs=[state], outputs=everything, **quiet)
+        send_inputs = [state, msg_box, mode_dd, cwd_box, extra_box]
+        # One event for Enter and the Send button; a message sent while a task runs is sent
+        # when it has finished (always_last), as a follow-up in the same session.
+        send_evt = gr.on([msg_box.submit, send_btn.click], on_send, inputs=send_inputs, outputs=everything,
+                         trigger_mode="always_last", **quiet)
+        pick_evt = history.input(on_pick, inputs=[state, history], outputs=everything,
+                                 cancels=[load_evt, send_evt], **quiet)
+        new_btn.click(on_new_chat, inputs=[state], outputs=everything,
+                      cancels=[load_evt, send_evt, pick_evt], **quiet)
+        # The chat's own trash button means the same: start afresh (the tasks stay on the server).
+        chatbot.clear(on_new_chat, inputs=[state], outputs=everything,
+                      cancels=[load_evt, send_evt, pick_evt], **quiet)
+        stop_btn.click(lambda: gr.update(interactive=False), outputs=[stop_btn], queue=False,
+                       show_progress="hidden", api_visibility="private")
+        stop_btn.click(on_stop, inputs=[task_box], outputs=everything, **quiet)
+        refresh_btn.click(on_refresh, outputs=everything, **quiet)
+        chatbot.option_select(on_approve, inputs=[task_box], **quiet)
+        mode_dd.change(on_mode, inputs=[mode_dd, modes_json], outputs=everything, **quiet)
+        session_box.change(None, inputs=[session_box], js=URL_SYNC_JS)
+    return demo
+
+
+# =====================================================================================
+# Command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scout.ui``: serve the UI until Ctrl-C or SIGTERM."""
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="python -m scout.ui",
+        description="Scout's web chat UI (Gradio). It talks to a running Scout API server over HTTP.")
+    parser.add_argument("--host", default=env.get("SCOUT_UI_HOST") or "127.0.0.1",
+                        help="address to listen on (SCOUT_UI_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None,
+                        help=f"port (SCOUT_UI_PORT, default {DEFAULT_UI_PORT})")
+    parser.add_argument("--api-url", default=env.get("SCOUT_API_URL") or DEFAULT_API_URL,
+                        help=f"the Scout API server (SCOUT_API_URL, default {DEFAULT_API_URL})")
+    parser.add_argument("--token", default=None,
+                        help="bearer token for the API (SCOUT_API_TOKEN; prefer the variable: "
+                             "arguments show in the process list)")
+    parser.add_argument("--auth", default=env.get("SCOUT_UI_AUTH") or None, metavar="USER:PASSWORD",
+                        help="ask for this user and password before showing the UI (SCOUT_UI_AUTH); "
+                             "required to listen beyond loopback")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=env.get("SCOUT_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        port = args.port if args.port is not None else int(env.get("SCOUT_UI_PORT") or DEFAULT_UI_PORT)
+    except ValueError:
+        print(f"scout ui: SCOUT_UI_PORT must be a whole number, not {env.get('SCOUT_UI_PORT')!r}", file=sys.stderr)
+        return 2
+    token = args.token or env.get("SCOUT_API_TOKEN") or None
+    auth = None
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            print("scout ui: --auth / SCOUT_UI_AUTH must look like USER:PASSWORD", file=sys.stderr)
+            return 2
+        auth = (user, password)
+    loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
+    if not loopback and auth is None:
+        print(f"scout ui: refusing to listen on {args.host} without SCOUT_UI_AUTH: anyone who can reach "
+              "the page could run commands on this machine through Scout", file=sys.stderr)
+        return 2
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    demo = build_ui(args.api_url, token)
+    demo.queue(default_concurrency_limit=None)
+    try:
+        demo.launch(server_name=args.host, server_port=port, prevent_thread_lock=True, quiet=True,
+                    show_error=False, ssr_mode=False, footer_links=[], run_history=False,
+                    enable_monitoring=False, max_threads=200, auth=auth, theme=THEME, css=CSS,
+                    inbrowser=False, share=False)
+    except OSError as exc:
+        print(f"scout ui: cannot listen on {args.host}:{port}: {exc}", file=sys.stderr)
+        return 2
+    print(f"Scout UI on http://{args.host}:{port} (API {args.api_url})", flush=True)
+    try:
+        while demo.is_running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
