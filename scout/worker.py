@@ -8,13 +8,13 @@ supervisor owns every other ending (cancelled, lost, timed out).
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
+import warnings
 from typing import Any, AsyncIterator
 
 from claude_agent_sdk import (
-    AssistantMessage, ClaudeAgentOptions, PermissionResultAllow, PermissionResultDeny,
+    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, PermissionResultAllow, PermissionResultDeny,
     ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
@@ -22,6 +22,9 @@ from claude_agent_sdk import (
 from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Store, Task
 
 APPROVAL_POLL_SECONDS = 0.1
+
+# Scout's can_use_tool is meant only for the tools a mode does not already allow.
+warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 
 def run(spec: dict[str, Any]) -> int:
