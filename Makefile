@@ -1,0 +1,46 @@
+# Scout's set-up, run and test commands. `make run` and `make test` each set up what
+# they need first (a virtualenv with pinned dependencies; for tests also Chromium), so
+# each is the one command to use on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+
+.PHONY: setup setup-test run serve test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Runtime: the pinned claude-agent-sdk brings its own Claude Code CLI, nothing else to install.
+$(STAMP): $(PY) setup.cfg constraints.txt
+	$(PY) -m pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(TSTAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	PYTHON=$(PY) scripts/install-browser.sh
+	touch $@
+
+setup: $(STAMP)
+
+setup-test: $(TSTAMP)
+
+## make run: set up and start the API (:8000) and the chat UI (:7860)
+run: $(STAMP)
+	$(PY) run_servers.py
+
+serve: $(STAMP)
+	$(PY) -m scout.server
+
+## make test: set up and run every test (pytest's "no tests collected" counts as failure here
+## only if it is not exit 5; see .ci/run)
+test: $(TSTAMP)
+	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache
