@@ -166,14 +166,21 @@ def zygote_main() -> None:
     sel.register(stdin, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
     buf = b""
-    while True:
-        for key, _ in sel.select():
+    serving = True
+    while serving or leaders:
+        for key, _ in sel.select(timeout=None if serving else 1.0):
             if key.fd == wake_r:
                 os.read(wake_r, 4096)
                 continue
             chunk = os.read(stdin, 65536)
-            if not chunk:  # the server went away: leave the tasks running, to be adopted
-                os._exit(0)
+            if not chunk:
+                # The server went away (shut down, or crashed). The tasks keep running, to
+                # be adopted by the next server; we stay only to reap them as they end, so
+                # no leader is left to an init that may not reap (containers without one).
+                sel.unregister(stdin)
+                setproctitle.setproctitle("scout: zygote (server gone, reaping)")
+                serving = False
+                continue
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
@@ -187,8 +194,8 @@ def zygote_main() -> None:
                     started = psutil.Process(pid).create_time()
                 except psutil.Error:
                     started = None
-                out.write(json.dumps({"event": "spawned", "task_id": spec["task_id"], "pid": pid,
-                                      "started": started}) + "\n")
+                serving = _report(out, {"event": "spawned", "task_id": spec["task_id"], "pid": pid,
+                                        "started": started}) and serving
         while True:  # reap every child that has exited: leaders, and orphans passed to us
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -198,7 +205,18 @@ def zygote_main() -> None:
                 break
             if pid in leaders:
                 leaders.discard(pid)
-                out.write(json.dumps({"event": "exited", "pid": pid, "code": _exit_code(status)}) + "\n")
+                if serving:
+                    serving = _report(out, {"event": "exited", "pid": pid, "code": _exit_code(status)})
+    os._exit(0)
+
+
+def _report(out, message: dict[str, Any]) -> bool:
+    """Tell the server something; False once it is gone (its end of the pipe closed)."""
+    try:
+        out.write(json.dumps(message) + "\n")
+        return True
+    except (BrokenPipeError, OSError):
+        return False
 
 
 # ---------------------------------------------------------------------------------
@@ -349,12 +367,14 @@ class Supervisor:
         with self._zygote_lock:
             zygote, self._zygote = self._zygote, None
         if zygote is not None:
-            zygote.stdin.close()  # the zygote exits; leaders, in sessions of their own, go on
-            try:
-                zygote.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                zygote.kill()
-                zygote.wait()
+            # The zygote exits once its remaining tasks (detached ones) have ended, reaping
+            # them meanwhile; the next server adopts those tasks.
+            zygote.stdin.close()
+            if mode == "cancel":
+                try:
+                    zygote.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    log.warning("zygote still running after shutdown")
 
     def reconcile(self) -> dict[str, int]:
         """Settle every unfinished task found in the log at start-up.
@@ -492,7 +512,8 @@ class Supervisor:
         spec = {"task_id": task.id, "db": self.store.path, "db_max_bytes": self.store.max_bytes,
                 "claude_path": self.settings.claude_path,
                 "approval_timeout": self.settings.approval_timeout,
-                "log_path": self.log_path(task.id)}
+                "log_path": self.log_path(task.id),
+                "max_events_per_task": self.settings.max_events_per_task or None}
         try:
             self._send_to_zygote(spec)
             proc.spawned.result(timeout=10)

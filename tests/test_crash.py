@@ -67,6 +67,26 @@ def test_server_sigkill_then_restart_adopts_running_tasks(make_server):
         assert tagged_processes(task_id) == []
 
 
+def test_sigkilled_adopted_worker_fails_and_its_tree_goes(make_server, tmp_path: Path):
+    server = make_server()
+    marker = f"adopted-{time.time_ns()}"
+    task_id = server.chat(f"BASH: python3 -c 'import time; time.sleep(300)' # {marker}", cwd=str(tmp_path))
+    wait_for(lambda: processes_matching(marker), 60, "the long command")
+    server.kill()
+    again = make_server(start=False)
+    again.env = server.env
+    again.start()
+    assert again.status(task_id)["status"] == "running"  # adopted
+    leader = psutil.Process(again.status(task_id)["worker_pid"])
+    killed_at = time.time()
+    leader.kill()
+    doc = again.wait(task_id, timeout=10)
+    assert doc["status"] == "failed" and "lost" in doc["error"]
+    assert doc["finished_at"] - killed_at < 1.5
+    wait_for(lambda: not processes_matching(marker), 5, "the long command to go")
+    wait_for(lambda: not tagged_processes(task_id), 5, "every process of the task to go")
+
+
 @pytest.mark.parametrize("victim", ["leader", "sdk-worker"])
 def test_sigkilled_worker_fails_fast_and_leaves_nothing(server, tmp_path: Path, victim: str):
     marker = f"sigkill-{victim}-{time.time_ns()}"
