@@ -16,8 +16,7 @@ included). Every method returns the decoded JSON document the API answers with
     ...         print(event.payload["text"], end="")
 
 The client holds no state besides its connection pool; one instance may be
-shared between threads for ordinary calls (each :meth:`stream` uses its own
-connection).
+shared between threads (each :meth:`stream` opens a connection of its own).
 """
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import requests
+import requests.adapters
 
 __all__ = ["ScoutAPIError", "ScoutUnreachable", "SSEEvent", "ScoutClient", "DEFAULT_URL", "TERMINAL"]
 
@@ -131,6 +131,10 @@ class ScoutClient:
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self._http = requests.Session()
+        # Many UI tabs (threads) share one client: keep enough connections to reuse.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **kwargs: Any) -> "ScoutClient":
@@ -292,18 +296,20 @@ class ScoutClient:
         if after:
             headers["Last-Event-ID"] = str(after)
         url = f"{self.base_url}/chat/{task_id}/stream"
-        try:
-            resp = self._http.get(url, headers=headers, stream=True,
-                                  timeout=(self.timeout, self.stream_timeout))
-        except requests.RequestException as exc:
-            raise ScoutUnreachable(self.base_url, _reason(exc)) from exc
-        with resp:
-            if resp.status_code >= 400:
-                raise self._error(resp)
+        # A connection of its own: a stream holds it for as long as the task runs, and the
+        # shared pool stays free for ordinary calls (from other threads too).
+        with requests.Session() as http:
             try:
-                yield from parse_sse(resp.iter_lines(decode_unicode=True))
-            except (requests.RequestException, ConnectionError) as exc:
+                resp = http.get(url, headers=headers, stream=True, timeout=(self.timeout, self.stream_timeout))
+            except requests.RequestException as exc:
                 raise ScoutUnreachable(self.base_url, _reason(exc)) from exc
+            with resp:
+                if resp.status_code >= 400:
+                    raise self._error(resp)
+                try:
+                    yield from parse_sse(resp.iter_lines(decode_unicode=True))
+                except (requests.RequestException, ConnectionError) as exc:
+                    raise ScoutUnreachable(self.base_url, _reason(exc)) from exc
 
 
 def parse_sse(lines: Iterator[str | bytes]) -> Iterator[SSEEvent]:

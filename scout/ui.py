@@ -18,6 +18,7 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import argparse  # noqa: E402
+import html  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
@@ -187,7 +188,7 @@ class TaskView:
         elif kind == "assistant":
             text = payload.get("text") or ""
             if parent:
-                self.items.append(step(f"💬 Sub-agent", text, parent_id=parent, status="done"))
+                self.items.append(step("💬 Sub-agent", text, parent_id=parent, status="done"))
             elif self._live is not None:
                 self.items[self._live]["content"] = text
                 self._live = None
@@ -234,7 +235,7 @@ class TaskView:
             self.items.append(step(f"✋ Approval needed · {tool}", body, status="pending",
                                    step_id=f"approval-{tool_use_id}"))
             self._approvals[tool_use_id] = len(self.items) - 1
-            self._asking[tool_use_id] = str(tool)
+            self._asking[tool_use_id] = tool_title(str(tool), payload.get("input") or {}).removeprefix("🔧 ")
         elif kind == "approval":
             tool_use_id = str(payload.get("tool_use_id") or "")
             index = self._approvals.get(tool_use_id)
@@ -253,11 +254,11 @@ class TaskView:
             self.items.append(step(f"⛔ {tool} not allowed", body, status="done"))
         elif kind == "error":
             self._live = None
-            self.items.append(notice(f"⚠️ {payload.get('message') or 'error'}", kind="error"))
+            self.items.append(notice(f"⚠️ {esc(payload.get('message') or 'error')}", kind="error"))
         elif kind == "result":
             self.result = payload
             if payload.get("is_error") and payload.get("text") and not self._has_text(payload["text"]):
-                self.items.append(notice(f"⚠️ {payload['text']}", kind="error"))
+                self.items.append(notice(f"⚠️ {esc(payload['text'])}", kind="error"))
         # `system` events (init, status) carry nothing to show.
 
     def _has_text(self, text: str) -> bool:
@@ -290,15 +291,15 @@ class TaskView:
         if self.status == "completed":
             return notice(" · ".join(["✅ Done", *extras]), kind="done")
         if self.status == "failed":
-            text = "❌ Task failed" + (f": {self.error}" if self.error else "")
+            text = "❌ Task failed" + (f": {esc(self.error)}" if self.error else "")
             return notice(" · ".join([text, *extras]), kind="error")
         if self.status == "cancelled":
             return notice(" · ".join(["⏹️ Stopped — the task was cancelled", *extras]), kind="stopped")
         if self.status == "deleted":
             return None
         if self._asking:
-            tool_use_id, tool = next(iter(self._asking.items()))
-            ask = notice(f"✋ Claude Code is waiting for your approval to use <b>{tool}</b>.", kind="ask")
+            tool_use_id, what = next(iter(self._asking.items()))
+            ask = notice(f"✋ Claude Code asks to use <code>{esc(what)}</code>. Allow it?", kind="ask")
             # Gradio shows the options of the conversation's last message as buttons.
             ask["options"] = [{"value": f"allow:{tool_use_id}", "label": "✅ Allow"},
                               {"value": f"deny:{tool_use_id}", "label": "🚫 Deny"}]
@@ -331,22 +332,27 @@ def step(title: str, content: str, status: str = "done", step_id: str | None = N
     return {"role": "assistant", "content": content, "metadata": meta}
 
 
+def esc(text: str) -> str:
+    """Text shown inside a notice's HTML, as plain text."""
+    return html.escape(str(text), quote=False)
+
+
 def notice(text: str, kind: str = "info") -> dict[str, Any]:
-    """A short status line in the conversation (outcome, error, placeholder)."""
+    """A short status line in the conversation (outcome, error, placeholder); `text` is HTML."""
     return {"role": "assistant", "content": f'<div class="scout-note scout-{kind}">{text}</div>'}
 
 
 def error_message(exc: BaseException, doing: str) -> dict[str, Any]:
     """A readable chat message for a failure; never a traceback."""
     if isinstance(exc, ScoutUnreachable):
-        text = (f"⚠️ {doing}: {exc.message}. Is the Scout API server running? "
-                "(`python run_servers.py` starts it with this UI.)")
+        text = (f"⚠️ {esc(doing)}: {esc(exc.message)}. Is the Scout API server running? "
+                "(<code>python run_servers.py</code> starts it together with this UI.)")
     elif isinstance(exc, ScoutAPIError):
         status = f" (HTTP {exc.status}, {exc.code})" if exc.status else ""
-        text = f"⚠️ {doing}: {exc.message}{status}"
+        text = f"⚠️ {esc(doing)}: {esc(exc.message)}{esc(status)}"
     else:
         log.exception("unexpected error while %s", doing)
-        text = f"⚠️ {doing}: unexpected error ({type(exc).__name__}: {one_line(str(exc), 200)})"
+        text = f"⚠️ {esc(doing)}: unexpected error ({type(exc).__name__}: {esc(one_line(str(exc), 200))})"
     return notice(text, kind="error")
 
 
@@ -366,7 +372,7 @@ CSS = """
 .scout-stopped { color: var(--body-text-color-subdued); font-weight: 600; }
 .scout-ask { font-weight: 600; opacity: 1; }
 .scout-live { color: var(--body-text-color-subdued); font-style: italic; }
-#scout-history { max-height: 52vh; overflow-y: auto; }
+#scout-history { max-height: 40vh; overflow-y: auto; }
 #scout-history .wrap { flex-direction: column; gap: 4px; }
 #scout-history label { width: 100%; margin: 0; font-size: .88em; line-height: 1.3; }
 #scout-status { font-size: .85em; opacity: .75; min-height: 1.4em; }
@@ -437,14 +443,12 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             choices.append((label, s["session_id"]))
         return choices, None
 
-    def load_modes() -> tuple[list[tuple[str, str]], str, dict[str, str], str | None]:
-        try:
-            doc = client.modes()
-        except ScoutAPIError as exc:
-            return [("Scout", "Scout")], "Scout", {}, exc.message
+    def load_modes() -> tuple[list[tuple[str, str]], str, dict[str, str]]:
+        """(choices, default, descriptions) from GET /modes; raises ScoutAPIError."""
+        doc = client.modes()
         descriptions = {m["name"]: m.get("description") or "" for m in doc.get("modes", [])}
         choices = [(name, name) for name in descriptions] or [("Scout", "Scout")]
-        return choices, doc.get("default") or choices[0][1], descriptions, None
+        return choices, doc.get("default") or choices[0][1], descriptions
 
     def status_line(session_id: str, view: TaskView | None = None, extra: str = "") -> str:
         parts = []
@@ -498,32 +502,34 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             yield {chatbot: conv.done, session_box: "", task_box: "", status_md: ""}
             return
         epoch = conv.switch(session_id)
-        running: TaskView | None = None
-        last_mode = None
-        for task in doc.get("tasks", []):
-            last_mode = task.get("mode") or last_mode
+        tasks = doc.get("tasks", [])
+        last_mode = next((t.get("mode") for t in reversed(tasks) if t.get("mode")), None)
+        settings: dict[Any, Any] = {session_box: session_id, history: gr.update(value=session_id),
+                                    cwd_box: doc.get("cwd") or ""}
+        if last_mode:
+            settings[mode_dd] = gr.update(value=last_mode)
+        followed = False
+        for task in tasks:
             try:
                 view = TaskView.from_status(client.status(task["task_id"]))
             except ScoutAPIError as exc:
                 view = TaskView(task_id=task["task_id"], message=task.get("message") or "",
                                 status=task.get("status") or "failed", error=exc.message)
-            if view.active:
-                running = view
-                break
-            conv.done += view.messages()
-        first: dict[Any, Any] = {chatbot: conv.done + (running.messages() if running else []),
-                                 session_box: session_id, task_box: running.task_id if running else "",
-                                 history: gr.update(value=session_id),
-                                 cwd_box: doc.get("cwd") or "",
-                                 status_md: status_line(session_id, running)}
-        if last_mode:
-            first[mode_dd] = gr.update(value=last_mode)
-        if running is None:
-            yield first
-            return
-        yield {**first, send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True)}
-        yield from follow(conv, running, epoch)
-        if conv.epoch != epoch:
+            if conv.epoch != epoch:
+                return
+            if not view.active:
+                conv.done = conv.done + view.messages()
+                continue
+            # Still running (or queued): show what it has done so far, then follow it live.
+            followed = True
+            yield {**settings, chatbot: conv.done + view.messages(), task_box: view.task_id,
+                   send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
+                   status_md: status_line(session_id, view)}
+            yield from follow(conv, view, epoch)
+            if conv.epoch != epoch:
+                return
+        if not followed:
+            yield {**settings, chatbot: conv.done, task_box: "", status_md: status_line(session_id)}
             return
         hist, _ = history_choices()
         yield {task_box: "", send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False),
@@ -534,29 +540,32 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
     def on_load(conv: Conversation, request: gr.Request) -> Iterator[dict[Any, Any]]:
         try:
             conv.switch()
-            choices, default, descriptions, modes_error = load_modes()
-            hist, hist_error = history_choices()
             session_id = (dict(request.query_params) if request else {}).get("session", "")
-            out: dict[Any, Any] = {
-                mode_dd: gr.update(choices=choices, value=default, info=descriptions.get(default, "")),
-                modes_json: json.dumps(descriptions),
-                history: gr.update(choices=hist, value=None),
-            }
-            if modes_error or hist_error:
-                out[chatbot] = [notice(f"⚠️ The Scout API server at {client.base_url} is not answering: "
-                                       f"{modes_error or hist_error}. Start it (`python run_servers.py`), "
-                                       "then reload this page.", kind="error")]
-                yield out
+            try:
+                choices, default, descriptions = load_modes()
+            except ScoutAPIError as exc:
+                problem = error_message(exc, "Could not load Scout")
+                problem["content"] = problem["content"].replace("</div>", " Then reload this page.</div>")
+                yield {chatbot: [problem]}
                 return
-            yield out
+            hist, _ = history_choices()
+            yield {mode_dd: gr.update(choices=choices, value=default, info=descriptions.get(default, "")),
+                   modes_json: json.dumps(descriptions), history: gr.update(choices=hist, value=None)}
             if session_id:
                 yield from open_session(conv, session_id)
         except Exception as exc:  # never a traceback in the page
             yield {chatbot: [error_message(exc, "Could not load the page")]}
 
-    def on_send(conv: Conversation, text: str, mode: str, cwd: str, extra: str) -> Iterator[dict[Any, Any]]:
+    def on_send(conv: Conversation, text: str, mode: str, cwd: str, extra: str,
+                following: str) -> Iterator[dict[Any, Any]]:
+        # NB: a generator event that ends without yielding would set every output to None.
         text = (text or "").strip()
         if not text:
+            yield {}
+            return
+        if following:  # this tab is showing a task that still runs (re-attached after a reload, say)
+            gr.Info("Scout is still working on the previous message: wait for it to finish, or press Stop.")
+            yield {}
             return
         epoch = conv.epoch
         try:
@@ -612,6 +621,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
 
     def on_pick(conv: Conversation, session_id: str) -> Iterator[dict[Any, Any]]:
         if not session_id:
+            yield {}
             return
         try:
             yield {send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False), task_box: ""}
@@ -684,10 +694,10 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
 
         everything = [state, chatbot, session_box, task_box, msg_box, send_btn, stop_btn, history,
                       mode_dd, modes_json, cwd_box, status_md]
-        quiet = dict(show_progress="hidden", concurrency_limit=None, api_visibility="private")
+        quiet: dict[str, Any] = dict(show_progress="hidden", concurrency_limit=None, api_visibility="private")
 
         load_evt = demo.load(on_load, inputs=[state], outputs=everything, **quiet)
-        send_inputs = [state, msg_box, mode_dd, cwd_box, extra_box]
+        send_inputs = [state, msg_box, mode_dd, cwd_box, extra_box, task_box]
         # One event for Enter and the Send button; a message sent while a task runs is sent
         # when it has finished (always_last), as a follow-up in the same session.
         send_evt = gr.on([msg_box.submit, send_btn.click], on_send, inputs=send_inputs, outputs=everything,
@@ -765,7 +775,9 @@ def main(argv: list[str] | None = None) -> int:
                     enable_monitoring=False, max_threads=200, auth=auth, theme=THEME, css=CSS,
                     inbrowser=False, share=False)
     except OSError as exc:
-        print(f"scout ui: cannot listen on {args.host}:{port}: {exc}", file=sys.stderr)
+        reason = ("the port is already in use; choose another with --port or SCOUT_UI_PORT"
+                  if "empty port" in str(exc) or "in use" in str(exc) else str(exc))
+        print(f"scout ui: cannot listen on {args.host}:{port}: {reason}", file=sys.stderr)
         return 2
     print(f"Scout UI on http://{args.host}:{port} (API {args.api_url})", flush=True)
     try:

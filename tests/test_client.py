@@ -1,0 +1,116 @@
+"""scout.client against a real server, and the UI's rendering of event logs (no browser)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from scout.client import ScoutAPIError, ScoutClient, ScoutUnreachable, parse_sse
+from scout.ui import TaskView, fence, tool_title
+
+
+def test_parse_sse_handles_ids_comments_multiline_and_end():
+    lines = ["retry: 1000", "", ": keep-alive", "", "id: 3", "event: text_delta",
+             'data: {"seq": 3, "type": "text_delta",', 'data: "payload": {"text": "hi"}}', "",
+             "event: end", 'data: {"task_id": "t", "status": "completed"}', ""]
+    events = list(parse_sse(iter(lines)))
+    assert [(e.type, e.id) for e in events] == [("text_delta", 3), ("end", None)]
+    assert events[0].payload == {"text": "hi"} and events[1].is_end
+    assert events[1].data["status"] == "completed"
+
+
+def test_client_round_trip_and_errors(server, tmp_path: Path):
+    client = ScoutClient(server.url)
+    assert client.health()["status"] in ("ok", "degraded")
+    assert client.modes()["default"] == "Scout"
+    project = tmp_path / "p"
+    project.mkdir()
+    started = client.post_chat("hello", cwd=str(project))
+    assert started["status"] == "pending"
+    events = list(client.stream(started["task_id"]))
+    assert events[-1].is_end and events[-1].data["status"] == "completed"
+    assert "".join(e.payload["text"] for e in events if e.type == "text_delta") == "ECHO: hello"
+    # Resuming after the last event replays nothing but the end.
+    last = max(e.id for e in events if e.id is not None)
+    assert [e.type for e in client.stream(started["task_id"], last)] == ["end"]
+    doc = client.status(started["task_id"], events=False)
+    assert doc["status"] == "completed" and "events" not in doc
+    follow = client.post_chat("again", session_id=started["session_id"])
+    assert follow["session_id"] == started["session_id"]
+    assert client.session(started["session_id"])["tasks"][0]["task_id"] == started["task_id"]
+    assert client.tasks(session_id=started["session_id"])["tasks"][0]["task_id"] == follow["task_id"]
+    assert client.sessions()["sessions"][0]["session_id"] == started["session_id"]
+    assert client.stop(started["task_id"])["stopped"] is False
+
+    with pytest.raises(ScoutAPIError) as err:
+        client.post_chat("x", cwd=str(tmp_path / "missing"))
+    assert (err.value.status, err.value.code) == (400, "invalid_cwd")
+    assert "does not exist" in err.value.message
+    with pytest.raises(ScoutAPIError) as err:
+        client.post_chat("x", mode="Nope")
+    assert err.value.code == "unknown_mode" and "Scout" in err.value.message
+    with pytest.raises(ScoutAPIError) as err:
+        client.status("00000000-0000-0000-0000-000000000000")
+    assert err.value.status == 404
+
+
+def test_token_and_unreachable(make_server):
+    server = make_server(SCOUT_API_TOKEN="tok")
+    with pytest.raises(ScoutAPIError) as err:
+        ScoutClient(server.url).tasks()
+    assert err.value.status == 401 and err.value.code == "unauthorized"
+    assert ScoutClient(server.url, token="tok").tasks()["tasks"] == []
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ScoutUnreachable) as err:
+        ScoutClient(dead).sessions()
+    assert err.value.code == "unreachable" and dead in err.value.message
+    assert "connection refused" in err.value.message
+    with pytest.raises(ScoutUnreachable):
+        list(ScoutClient(dead).stream("00000000-0000-0000-0000-000000000000", reconnect=1,
+                                      reconnect_delay=0.01))
+
+
+def test_task_view_folds_events_into_messages():
+    view = TaskView(task_id="t", message="BASH: ls")
+    log = [
+        ("status", {"status": "running"}, 10.0),
+        ("tool_use", {"id": "u1", "name": "Bash", "input": {"command": "ls"}}, 10.5),
+        ("tool_result", {"tool_use_id": "u1", "content": "a.txt", "is_error": False}, 11.0),
+        ("text_delta", {"text": "TOOL "}, 11.1),
+        ("text_delta", {"text": "RESULT"}, 11.2),
+        ("assistant", {"text": "TOOL RESULT: a.txt"}, 11.3),
+        ("result", {"text": "TOOL RESULT: a.txt", "duration_ms": 1500, "total_cost_usd": 0.0123,
+                    "num_turns": 2, "is_error": False}, 11.4),
+        ("status", {"status": "completed"}, 11.5),
+    ]
+    for seq, (kind, payload, when) in enumerate(log, 1):
+        view.apply(kind, payload, seq, when)
+    messages = view.messages()
+    assert messages[0] == {"role": "user", "content": "BASH: ls"}
+    tool = messages[1]
+    assert tool["metadata"]["title"] == "🔧 Bash · ls" and tool["metadata"]["status"] == "done"
+    assert tool["metadata"]["duration"] == 0.5 and "a.txt" in tool["content"]
+    texts = [m["content"] for m in messages if m["role"] == "assistant" and "metadata" not in m]
+    assert texts[0] == "TOOL RESULT: a.txt"  # the deltas, replaced by the whole block, not doubled
+    assert "✅ Done" in texts[-1] and "1.5 s" in texts[-1] and "$0.0123" in texts[-1] and "2 turns" in texts[-1]
+    assert view.last_seq == len(log)
+
+
+def test_task_view_cancelled_and_failed():
+    view = TaskView(task_id="t", message="SLOW")
+    view.apply("text_delta", {"text": "word0 "}, 1, 1.0)
+    view.apply("tool_use", {"id": "u", "name": "Read", "input": {"file_path": "/x"}}, 2, 1.1)
+    view.apply("status", {"status": "cancelled"}, 3, 2.0)
+    messages = view.messages()
+    assert messages[2]["metadata"]["status"] == "done"  # nothing left spinning
+    assert "cancelled" in messages[-1]["content"]
+    failed = TaskView.from_status({"task_id": "t", "message": "m", "status": "failed", "error": "API error 401",
+                                   "events": []})
+    assert "Task failed: API error 401" in failed.messages()[-1]["content"]
+
+
+def test_helpers():
+    assert fence("a ``` b").startswith("````")
+    assert tool_title("Grep", {"pattern": "def main"}) == "🔧 Grep · def main"
+    assert tool_title("Odd", {}) == "🔧 Odd"

@@ -1,0 +1,360 @@
+"""The web UI in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+The servers are the real ones, started by `python run_servers.py`, with Claude Code
+talking to the scripted model server (tests/model_server.py). Each test leaves a
+screenshot in artifacts/ (ui-<test>.png, and a few mid-test ones).
+
+Needs /usr/bin/chromium and the playwright package: scripts/install-browser.sh.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import free_port
+from scout.client import ScoutClient
+from stack import ROOT, Stack, kill_tagged, launch, stack_env
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--disable-extensions", "--disable-default-apps",
+]
+# A mode whose Bash calls wait for a person's answer (allowed over HTTP, from the UI).
+MODES_TOML = """
+[modes.Careful]
+description = "Asks before running commands"
+prompt = "Ask before you change anything."
+allowed_tools = ["Read"]
+approval_tools = ["Bash"]
+"""
+TOKEN = "ui-test-token"
+INSTALL_HINT = "run scripts/install-browser.sh (installs Debian's chromium and the playwright package)"
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    # Generous: CI machines are small, and Claude Code takes a moment to start each task.
+    expect.set_options(timeout=30_000)
+except ImportError:  # reported by the `browser` fixture, so every test fails saying what to do
+    sync_playwright = None  # type: ignore[assignment]
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator["Browser"]:
+    if sync_playwright is None:
+        pytest.fail(f"the playwright package is not installed: {INSTALL_HINT}", pytrace=False)
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} not found: {INSTALL_HINT}", pytrace=False)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ui")
+
+
+@pytest.fixture(scope="module")
+def stack(model, base: Path) -> Iterator[Stack]:
+    """run_servers.py for the whole module (starting Gradio takes a few seconds)."""
+    modes = base / "modes.toml"
+    modes.write_text(MODES_TOML)
+    # With a token: the UI must send it on every call it makes.
+    env = stack_env(model, base, SCOUT_MODES_FILE=str(modes), SCOUT_API_TOKEN=TOKEN)
+    running = launch(env, base, free_port(), free_port())
+    yield running
+    code = running.stop(signal.SIGINT)
+    kill_tagged(base)
+    assert code == 0, running.output()
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> ScoutClient:
+    return ScoutClient(stack.api_url, token=TOKEN)
+
+
+@pytest.fixture
+def project(base: Path) -> Path:
+    """A working directory inside the allowed root, holding one file with a unique name."""
+    path = base / f"proj-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    (path / f"known-{path.name}.txt").write_text("hello\n")
+    return path
+
+
+@pytest.fixture
+def page(browser: "Browser", request: pytest.FixtureRequest) -> Iterator["Page"]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    outside: list[str] = []
+    pg.on("request", lambda r: outside.append(r.url)
+          if not re.match(r"^(https?://(127\.0\.0\.1|localhost)[:/]|data:|blob:|about:)", r.url) else None)
+    pg.outside_requests = outside  # type: ignore[attr-defined]
+    try:
+        yield pg
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        try:
+            pg.screenshot(path=str(ARTIFACTS / f"ui-{request.node.name}.png"))
+        except Exception:  # a screenshot must not hide the test's own outcome
+            pass
+        context.close()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def shot(page: "Page", name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"))
+
+
+def open_ui(page: "Page", stack: Stack, query: str = "") -> None:
+    page.goto(stack.ui_url + "/" + query)
+    expect(page.locator("#scout-input textarea")).to_be_editable()
+    # The modes list comes from the API on load: once it has, the page is wired up.
+    expect(page.locator("#scout-mode")).to_contain_text("Investigates")
+
+
+def send(page: "Page", text: str) -> None:
+    box = page.locator("#scout-input textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def chat(page: "Page"):
+    return page.locator("#scout-chat")
+
+
+def set_cwd(page: "Page", path: str) -> None:
+    page.locator("#scout-cwd input, #scout-cwd textarea").first.fill(path)
+
+
+def newest_task(api: ScoutClient) -> dict[str, Any]:
+    return api.tasks(limit=1)["tasks"][0]
+
+
+def wait_status(api: ScoutClient, task_id: str, statuses: tuple[str, ...], timeout: float = 60) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    doc = api.status(task_id, events=False)
+    while doc["status"] not in statuses and time.time() < deadline:
+        time.sleep(0.1)
+        doc = api.status(task_id, events=False)
+    assert doc["status"] in statuses, doc
+    return doc
+
+
+def session_in_url(page: "Page") -> str:
+    match = re.search(r"[?&]session=([^&#]+)", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def test_answer_streams_with_a_live_tool_step_and_cost(page: "Page", stack: Stack, api: ScoutClient,
+                                                       project: Path):
+    open_ui(page, stack)
+    set_cwd(page, str(project))
+    # The command sleeps a little, so the step is seen while the tool still runs.
+    send(page, "BASH: sleep 1.5 && ls")
+    step = chat(page).get_by_text("Bash · sleep 1.5 && ls")
+    expect(step).to_be_visible()
+    task = newest_task(api)
+    assert task["status"] in ("running", "pending"), task  # the step showed while it happened
+    shot(page, "tool-step-running")
+
+    known = f"known-{project.name}.txt"
+    expect(chat(page)).to_contain_text(f"TOOL RESULT: {known}", timeout=60_000)
+    footer = chat(page).locator(".scout-done")
+    expect(footer).to_contain_text("Done")
+    expect(footer).to_contain_text(re.compile(r"\d+(\.\d+)? s"))  # duration
+    expect(footer).to_contain_text(re.compile(r"\$\d+\.\d{2,4}"))  # cost
+    # The finished step folds up; opened, it shows the input and the real output of `ls`.
+    expect(page.locator("#scout-send")).to_be_visible()
+    step.click()
+    expect(chat(page).locator("code", has_text="sleep 1.5 && ls")).to_be_visible()
+    expect(chat(page).locator("pre", has_text=known).first).to_be_visible()
+    expect(chat(page)).to_contain_text("Output")
+    page.wait_for_timeout(400)  # let the step finish opening before the picture
+    shot(page, "tool-step-open")
+
+    doc = api.status(task["task_id"])
+    assert doc["status"] == "completed" and doc["cwd"] == str(project.resolve())
+    cost = doc["result"]["total_cost_usd"]
+    expect(footer).to_contain_text(f"${cost:.4f}")
+    assert page.outside_requests == []  # the page loads nothing from the internet  # type: ignore[attr-defined]
+
+
+def test_text_streams_in_and_stop_cancels_at_once(page: "Page", stack: Stack, api: ScoutClient):
+    open_ui(page, stack)
+    send(page, "SLOW: 40 0.25")
+    expect(chat(page)).to_contain_text("word2")
+    task = newest_task(api)
+    assert task["status"] == "running"
+    assert "word39" not in chat(page).inner_text()  # the answer arrives as it is written
+    shot(page, "streaming")
+    stop = page.locator("#scout-stop")
+    expect(stop).to_be_visible()
+    pressed = time.monotonic()
+    stop.click()
+    expect(chat(page).locator(".scout-stopped")).to_contain_text("cancelled")
+    assert time.monotonic() - pressed < 15
+    assert api.status(task["task_id"], events=False)["status"] == "cancelled"
+    assert "word39" not in chat(page).inner_text()
+    expect(page.locator("#scout-send")).to_be_visible()
+    expect(page.locator("#scout-status")).to_contain_text("cancelled")
+
+
+def test_reload_reattaches_to_the_running_task(page: "Page", stack: Stack, api: ScoutClient):
+    open_ui(page, stack)
+    send(page, "SLOW: 32 0.25")
+    expect(chat(page)).to_contain_text("word2")
+    session_id = session_in_url(page)
+    task = newest_task(api)
+    assert task["session_id"] == session_id and task["status"] == "running"
+
+    page.reload()
+    expect(chat(page)).to_contain_text("SLOW: 32 0.25")  # the conversation is back
+    assert wait_status(api, task["task_id"], ("running", "completed"))["status"] == "running"
+    shot(page, "reattached")
+    expect(page.locator("#scout-stop")).to_be_visible()
+    # While it runs, a new message is not sent over it: the page says why and keeps the text.
+    send(page, "not yet")
+    expect(page.get_by_text("still working on the previous message")).to_be_visible()
+    expect(page.locator("#scout-input textarea")).to_have_value("not yet")
+    expect(chat(page)).to_contain_text("word31", timeout=30_000)
+    expect(chat(page).locator(".scout-done")).to_contain_text("Done")
+    text = chat(page).inner_text()
+    assert text.count("word0 ") == 1 and text.count("word31") == 1, text  # resumed, not replayed twice
+    assert session_in_url(page) == session_id
+    assert api.status(task["task_id"], events=False)["status"] == "completed"
+    assert newest_task(api)["task_id"] == task["task_id"]
+
+
+def test_follow_up_continues_the_session_new_chat_does_not(page: "Page", stack: Stack, api: ScoutClient):
+    open_ui(page, stack)
+    send(page, "first question")
+    expect(chat(page)).to_contain_text("ECHO: first question")
+    expect(chat(page).locator(".scout-done")).to_have_count(1)
+    send(page, "ECHO-HISTORY")
+    # The model saw the earlier turn: Claude Code resumed the same conversation.
+    expect(chat(page)).to_contain_text("first question | ECHO-HISTORY")
+    expect(chat(page).locator(".scout-done")).to_have_count(2)
+    first, second = reversed(api.tasks(limit=2)["tasks"])
+    assert first["message"] == "first question" and second["message"] == "ECHO-HISTORY"
+    assert first["session_id"] == second["session_id"] == session_in_url(page)
+
+    page.locator("#scout-new-chat").click()
+    expect(chat(page)).not_to_contain_text("first question")
+    expect(page).not_to_have_url(re.compile(r"session="))
+    send(page, "another topic")
+    expect(chat(page)).to_contain_text("ECHO: another topic")
+    third = newest_task(api)
+    assert third["message"] == "another topic" and third["session_id"] != first["session_id"]
+
+    # History lists sessions newest first with their status; opening one shows all of it.
+    entries = page.locator("#scout-history label")
+    expect(entries.first).to_contain_text("another topic")
+    expect(entries.first).to_contain_text("✅")
+    older = entries.filter(has_text="ECHO-HISTORY")
+    expect(older).to_contain_text("2 tasks")
+    older.click()
+    expect(chat(page)).to_contain_text("ECHO: first question")
+    expect(chat(page)).to_contain_text("first question | ECHO-HISTORY")
+    expect(chat(page)).not_to_contain_text("another topic")
+    expect(page).to_have_url(re.compile("session=" + first["session_id"]))
+    shot(page, "history")
+
+
+def test_mode_switch_and_readable_errors(page: "Page", stack: Stack, api: ScoutClient, base: Path):
+    open_ui(page, stack)
+    page.locator("#scout-mode input").click()
+    page.get_by_role("option", name="Plan").click()
+    expect(page.locator("#scout-mode")).to_contain_text("Plans only")
+    send(page, "which mode am I in")
+    expect(chat(page).locator(".scout-done")).to_have_count(1)
+    assert newest_task(api)["mode"] == "Plan"
+
+    page.locator("#scout-new-chat").click()
+    before = newest_task(api)["task_id"]
+    set_cwd(page, str(base / "does-not-exist"))
+    send(page, "hello there")
+    expect(chat(page).locator(".scout-error")).to_contain_text("cwd does not exist")
+    expect(page.locator("#scout-input textarea")).to_have_value("hello there")  # kept, to send again
+    set_cwd(page, "/")
+    send(page, "hello again")
+    expect(chat(page).locator(".scout-error").last).to_contain_text("outside the allowed roots")
+    assert newest_task(api)["task_id"] == before  # nothing was started
+
+    # A task that fails says why, in words.
+    set_cwd(page, "")
+    send(page, "ERROR: 401")
+    expect(chat(page).locator(".scout-error").last).to_contain_text("Task failed", timeout=60_000)
+    assert newest_task(api)["status"] == "failed"
+    assert "Traceback" not in chat(page).inner_text()
+    shot(page, "errors")
+
+
+def test_server_down_is_a_readable_message(page: "Page", base: Path):
+    """A UI whose API is not there says so, on load and on send, without a traceback."""
+    dead_api = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    log_path = base / f"ui-alone-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOUT_", "GRADIO_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "scout.ui", "--port", str(port), "--api-url", dead_api],
+                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=str(base), stdin=subprocess.DEVNULL,
+                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while "Scout UI on" not in log_path.read_text():
+            assert proc.poll() is None and time.time() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        page.goto(f"http://127.0.0.1:{port}/")
+        expect(chat(page).locator(".scout-error")).to_contain_text("Could not load Scout")
+        expect(chat(page).locator(".scout-error")).to_contain_text("unreachable")
+        send(page, "anyone there?")
+        expect(chat(page).locator(".scout-error").last).to_contain_text("unreachable")
+        expect(chat(page).locator(".scout-error").last).to_contain_text(dead_api)
+        assert "Traceback" not in chat(page).inner_text()
+        shot(page, "server-down")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log_path.read_text()
+
+
+def test_approval_buttons_answer_a_tool_request(page: "Page", stack: Stack, api: ScoutClient, project: Path):
+    open_ui(page, stack)
+    page.locator("#scout-mode input").click()
+    page.get_by_role("option", name="Careful").click()
+    set_cwd(page, str(project))
+    send(page, "BASH: touch made-here.txt && ls")
+    expect(chat(page).locator(".scout-ask")).to_contain_text("Bash · touch made-here.txt", timeout=60_000)
+    task = newest_task(api)
+    assert task["status"] == "waiting" and task["mode"] == "Careful"
+    shot(page, "approval")
+    assert not (project / "made-here.txt").exists()
+    chat(page).get_by_role("button", name="Allow").click()
+    expect(chat(page)).to_contain_text("made-here.txt", timeout=60_000)
+    expect(chat(page).locator(".scout-done")).to_contain_text("Done")
+    expect(chat(page)).to_contain_text("allowed")
+    assert (project / "made-here.txt").exists()
+    assert wait_status(api, task["task_id"], ("completed",))["status"] == "completed"
