@@ -766,7 +766,8 @@ def cmd_prune(api: Api, args: argparse.Namespace) -> int:
     if args.json:
         _dump(res)
     else:
-        print(f"deleted {res.get('deleted_tasks', 0)} tasks and {res.get('deleted_events', 0)} events "
+        sessions = f", {res['deleted_sessions']} sessions" if res.get("deleted_sessions") is not None else ""
+        print(f"deleted {res.get('deleted_tasks', 0)} tasks{sessions} and {res.get('deleted_events', 0)} events "
               f"finished more than {days:g} days ago")
     return EXIT_OK
 
