@@ -77,6 +77,15 @@ class Settings:
     max_message_bytes: int = 100_000
     worker_env_pass: list[str] = field(default_factory=list)
     db_max_bytes: int | None = None
+    task_nice: int = 10
+    # Operations (see docs/api-brief.md, "Operations").
+    retention_days: float = 30.0
+    retention_interval: float = 3600.0
+    max_events_per_task: int = 100_000
+    log_format: str = "text"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_hosts: list[str] = field(default_factory=lambda: list(DEFAULT_WEBHOOK_HOSTS))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -107,4 +116,40 @@ class Settings:
             max_message_bytes=_int(env, "SCOUT_MAX_MESSAGE_BYTES", 100_000, low=1),
             worker_env_pass=_list(env, "SCOUT_WORKER_ENV", []),
             db_max_bytes=_int(env, "SCOUT_DB_MAX_MB", 0) * 1024 * 1024 or None,
+            task_nice=_int(env, "SCOUT_TASK_NICE", 10),
+            **_ops_settings(env),
         )
+
+
+DEFAULT_WEBHOOK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _ops_settings(env: dict[str, str]) -> dict[str, object]:
+    """Retention, event cap, log format and webhook settings."""
+    from .validate import webhook_url_problem
+
+    raw_days = env.get("SCOUT_RETENTION_DAYS") or "30"
+    try:
+        days = float(raw_days)
+    except ValueError:
+        raise ConfigError(f"SCOUT_RETENTION_DAYS must be a number of days, not {raw_days!r}") from None
+    if not 0 <= days < 1e6:
+        raise ConfigError(f"SCOUT_RETENTION_DAYS must be 0 (keep everything) or more, not {raw_days!r}")
+    log_format = (env.get("SCOUT_LOG_FORMAT") or "text").lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"SCOUT_LOG_FORMAT must be 'text' or 'json', not {log_format!r}")
+    hosts = [h.lower().strip("[]") for h in _list(env, "SCOUT_WEBHOOK_HOSTS", list(DEFAULT_WEBHOOK_HOSTS))]
+    url = env.get("SCOUT_WEBHOOK_URL") or None
+    if url:
+        problem = webhook_url_problem(url, hosts)
+        if problem:
+            raise ConfigError(f"SCOUT_WEBHOOK_URL: {problem}")
+    return {
+        "retention_days": days,
+        "retention_interval": _float(env, "SCOUT_RETENTION_INTERVAL", 3600.0),
+        "max_events_per_task": _int(env, "SCOUT_MAX_EVENTS_PER_TASK", 100_000),
+        "log_format": log_format,
+        "webhook_url": url,
+        "webhook_secret": env.get("SCOUT_WEBHOOK_SECRET") or None,
+        "webhook_hosts": hosts,
+    }

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Task statuses. "waiting" means Claude Code is waiting for a person's approval.
 PENDING, RUNNING, WAITING = "pending", "running", "waiting"
@@ -79,12 +79,20 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (task_id, tool_use_id)
     );
     """,
+    # 3: list sessions by last activity without a full scan.
+    """
+    CREATE INDEX sessions_by_activity ON sessions(updated_at);
+    """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
 class StoreError(Exception):
     """The database cannot do what was asked (unreadable, read-only, full, corrupt)."""
+
+
+class EventCapError(StoreError):
+    """A task has logged as many events as SCOUT_MAX_EVENTS_PER_TASK allows."""
 
 
 @dataclass
@@ -161,6 +169,9 @@ def _event(row: sqlite3.Row) -> Event:
 class Store:
     """The event log. One object per process; each thread gets its own connection."""
 
+    # Past this many events a task's log refuses more (EventCapError); None: no cap.
+    max_events_per_task: int | None = None
+
     def __init__(self, path: str, busy_timeout: float = 30.0, migrate: bool = True,
                  max_bytes: int | None = None) -> None:
         self.path = os.path.abspath(path)
@@ -193,6 +204,16 @@ class Store:
             with self._lock:
                 self._all.append(conn)
         return conn
+
+    def close_thread(self) -> None:
+        """Close the calling thread's connection (for short-lived threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            conn.close()
 
     def close(self) -> None:
         """Close every connection this object opened (call at process exit)."""
@@ -269,9 +290,8 @@ class Store:
     def check_writable(self) -> None:
         """Raise StoreError if writes fail: a read-only file, a full disk or size cap, or the
         latest write by this process having failed."""
-        def probe(conn):
-            conn.execute("CREATE TABLE IF NOT EXISTS _probe (x)")
-            conn.execute("DROP TABLE IF EXISTS _probe")
+        def probe(conn):  # BEGIN IMMEDIATE alone proves the write lock can be taken
+            pass
         self._write(probe, probe=True)
         if self.last_write_error:
             raise StoreError(self.last_write_error)
@@ -517,7 +537,14 @@ class Store:
     # -- events ------------------------------------------------------------------
 
     def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
-        """Append one event; returns its seq. Committed before this returns."""
+        """Append one event; returns its seq. Committed before this returns.
+
+        A task that already has max_events_per_task events gets EventCapError instead
+        (status events are always logged: a task's ending must reach the log).
+        """
+        cap = self.max_events_per_task
+        if cap and type != "status":
+            return self._write(_append_capped, task_id, type, payload, time.time(), cap)
         return self._write(_append, task_id, type, payload, time.time())
 
     def events_after(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
@@ -546,6 +573,95 @@ class Store:
         if not rows:
             return event_id, set()
         return rows[-1]["id"], {r["task_id"] for r in rows}
+
+    # -- operations: retention, compaction, following, metrics ---------------------
+
+    def prune_finished(self, finished_before: float, batch_events: int = 5000) -> dict[str, Any]:
+        """Delete finished tasks that ended before `finished_before` with their events and
+        approvals, and the sessions this leaves without tasks.
+
+        Only completed, failed and cancelled tasks are ever deleted. Each transaction
+        deletes at most about `batch_events` events, so the write lock is never held long
+        (workers keep logging meanwhile); a big task loses its events over several
+        transactions, its row last. Returns {"tasks", "events", "sessions", "task_ids"}.
+        """
+        out: dict[str, Any] = {"tasks": 0, "events": 0, "sessions": 0, "task_ids": []}
+
+        def fn(conn) -> tuple[bool, dict[str, Any]]:
+            """One transaction's worth: (anything left?, what it deleted)."""
+            done: dict[str, Any] = {"tasks": 0, "events": 0, "sessions": 0, "task_ids": []}
+            budget = batch_events
+            rows = conn.execute(
+                "SELECT id, session_id FROM tasks WHERE status IN (?, ?, ?)"
+                " AND COALESCE(finished_at, created_at) < ? ORDER BY num LIMIT 500",
+                (*TERMINAL, finished_before)).fetchall()
+            sessions = set()
+            more = len(rows) == 500
+            for r in rows:
+                gone = conn.execute("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE task_id = ?"
+                                    " ORDER BY seq DESC LIMIT ?)", (r["id"], budget + 1)).rowcount
+                done["events"] += gone
+                budget -= gone
+                if budget < 0:  # it had more: the rest in the next transaction
+                    more = True
+                    break
+                conn.execute("DELETE FROM approvals WHERE task_id = ?", (r["id"],))
+                conn.execute("DELETE FROM tasks WHERE id = ?", (r["id"],))
+                done["tasks"] += 1
+                done["task_ids"].append(r["id"])
+                sessions.add(r["session_id"])
+            for session_id in sessions:
+                done["sessions"] += conn.execute(
+                    "DELETE FROM sessions WHERE id = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM tasks WHERE session_id = ?)", (session_id, session_id)).rowcount
+            return more, done
+
+        more = True
+        while more:
+            more, done = self._write(fn)
+            for key in ("tasks", "events", "sessions", "task_ids"):
+                out[key] += done[key]
+        return out
+
+    def compact(self, vacuum_fraction: float = 0.1, vacuum: bool = True) -> dict[str, Any]:
+        """Give free pages back to the disk and empty the WAL file.
+
+        An incremental-vacuum database frees its free pages; any other is VACUUMed (and
+        switched to incremental vacuum) once free pages are `vacuum_fraction` of it, if
+        `vacuum` allows (VACUUM holds the write lock for as long as it copies the file).
+        """
+        conn = self._conn()
+        try:
+            auto, free, pages = (conn.execute(f"PRAGMA {p}").fetchone()[0]
+                                 for p in ("auto_vacuum", "freelist_count", "page_count"))
+            vacuumed = False
+            if auto == 2:
+                conn.execute("PRAGMA incremental_vacuum").fetchall()
+            elif vacuum and free and free >= pages * vacuum_fraction:
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                conn.execute("VACUUM")
+                vacuumed = True
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return {"free_pages": free, "vacuumed": vacuumed, "checkpointed": not busy}
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    def status_events_since(self, after_id: int, limit: int = 1000) -> tuple[int, list[Event]]:
+        """(cursor, status events with ids after after_id): what a follower of task state
+        changes reads next. Pass the cursor back in; it moves past other events too."""
+        top = self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+        if top <= after_id:
+            return after_id, []
+        rows = self._read("SELECT * FROM events WHERE id > ? AND id <= ? AND type = 'status'"
+                          " ORDER BY id LIMIT ?", (after_id, top, limit))
+        if len(rows) == limit:
+            top = rows[-1]["id"]
+        return top, [_event(r) for r in rows]
+
+    def events_written(self) -> int:
+        """Events ever written to this database (ids are never reused, even after deletes)."""
+        rows = self._read("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        return rows[0][0] if rows else 0
 
     # -- approvals ---------------------------------------------------------------
 
@@ -594,6 +710,16 @@ def _append(conn: sqlite3.Connection, task_id: str, type: str, payload: dict[str
         " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE task_id = ?), ?, ?, ?)"
         " RETURNING seq", (task_id, task_id, type, now, json.dumps(payload))).fetchone()
     return row[0]
+
+
+def _append_capped(conn: sqlite3.Connection, task_id: str, type: str, payload: dict[str, Any],
+                   now: float, cap: int) -> int:
+    """_append, unless the task already has `cap` events."""
+    count = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ?", (task_id,)).fetchone()[0]
+    if count >= cap:
+        raise EventCapError(f"the task reached the limit of {cap} logged events (SCOUT_MAX_EVENTS_PER_TASK); "
+                            f"its log takes no more, so it was stopped")
+    return _append(conn, task_id, type, payload, now)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -30,6 +30,7 @@ warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 def run(spec: dict[str, Any]) -> int:
     """Run the task named in spec ({"task_id", "db", "claude_path", "approval_timeout"})."""
     store = Store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"))
+    store.max_events_per_task = spec.get("max_events_per_task")  # past it: EventCapError, the task fails
     task = store.get_task(spec["task_id"])
     if task is None or task.status not in ACTIVE:
         return 0

@@ -668,3 +668,16 @@ def test_session_markdown_of_a_conversation(server: ScoutServer, work: Path) -> 
 def test_fence_outlasts_backticks_inside() -> None:
     assert fence("a") == "```\na\n```"
     assert fence("x ```` y", "text") == "`````text\nx ```` y\n`````"
+
+
+def test_prune_against_the_real_server(server: ScoutServer, work: Path) -> None:
+    done = [server.chat(f"hello {i}", cwd=str(work)) for i in range(2)]
+    docs = [server.wait(t) for t in done]
+    slow = server.chat("SLOW: 40 0.25", cwd=str(work))
+    server.wait(slow, statuses=("running",))
+    assert run_cli("prune", "--older-than", "30", server=server, cwd=work).stdout.startswith("deleted 0 tasks")
+    out = json.loads(run_cli("--json", "prune", "--older-than", "0", server=server, cwd=work).stdout)
+    assert out["deleted_tasks"] == 2 and out["deleted_events"] == sum(len(d["events"]) for d in docs)
+    assert server.get(f"/chat/{done[0]}/status").status_code == 404
+    assert server.status(slow)["status"] == "running"
+    server.post(f"/chat/{slow}/stop")

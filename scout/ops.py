@@ -1,0 +1,265 @@
+"""Operations: retention, task state-change logs, metrics, webhooks, worker logs and transcripts.
+
+`init_app(app, start)` adds all of it to an app made by scout.server.create_app: the
+`ops` blueprint (POST /admin/prune, GET /metrics, GET /chat/{id}/logs,
+GET /chat/{id}/transcript, GET /sessions/{id}/transcript) and, when started, three
+kinds of threads: the retention job, the status follower and the webhook senders.
+
+Task statuses are written by several processes (the supervisor in the server, each
+worker), so nothing in the server is told when one changes. The status follower
+reads every new `status` event from the log instead, a few times a second and only
+when the database changed (PRAGMA data_version), and hands each one to the state-change
+log line, the duration histogram and the webhooks.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable
+
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .logs import fields
+from .metrics import Metrics
+from .retention import Retention
+from .store import TERMINAL, WAITING, Event, Store, StoreError, Task
+from .validate import ApiError, check_object, int_arg, load_json, webhook_url_problem
+from .webhooks import WebhookSender, where
+
+log = logging.getLogger("scout.ops")
+task_log = logging.getLogger("scout.tasks")
+
+Handler = Callable[[Event, "Task | None"], None]
+
+
+class StatusFollower:
+    """Reads every status event committed after start() and calls the handlers with it
+    (and its task, or None if the task is already gone), in log order."""
+
+    def __init__(self, store: Store, handlers: list[Handler], interval: float = 0.05) -> None:
+        self.store = store
+        self.handlers = handlers
+        self.interval = interval
+        self.cursor = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.cursor = self.store.max_event_id()  # what happened before this server is not news
+        self._thread = threading.Thread(target=self._run, name="scout-status-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+            try:
+                self.drain()  # what the shutdown itself changed (SCOUT_SHUTDOWN=cancel)
+            except StoreError:
+                pass
+
+    def _run(self) -> None:
+        version = None
+        while True:
+            try:
+                now = self.store.data_version()
+                if now != version:
+                    version = now
+                    self.drain()
+            except StoreError as exc:
+                log.warning("status follower: %s", exc)
+            if self._stop.wait(self.interval):
+                return
+
+    def drain(self) -> None:
+        while True:
+            cursor, events = self.store.status_events_since(self.cursor)
+            for event in events:
+                task = self.store.get_task(event.task_id)
+                for handler in self.handlers:
+                    try:
+                        handler(event, task)
+                    except Exception:  # noqa: BLE001 - one handler must not starve the others
+                        log.exception("status handler %r failed", handler)
+            self.cursor = max(self.cursor, cursor)
+            if not events or len(events) < 1000:
+                return
+
+
+class Ops:
+    """What the operations features share, kept in app.extensions["scout_ops"]."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        settings = state.settings
+        self.retention = Retention(state.store, settings.retention_days, settings.retention_interval,
+                                   state.supervisor.log_path)
+        self.webhooks = WebhookSender(settings.webhook_secret)
+        self.metrics = Metrics(state, self._metric_counts)
+        self.follower = StatusFollower(state.store, [self.log_change, self.observe, self.notify])
+
+    def start(self) -> None:
+        s = self.state.settings
+        if s.webhook_url and not s.webhook_secret:
+            log.warning("SCOUT_WEBHOOK_URL is set without SCOUT_WEBHOOK_SECRET: webhooks go out unsigned")
+        self.webhooks.start()
+        self.follower.start()
+        self.retention.start()
+
+    def stop(self) -> None:
+        self.retention.stop()
+        self.follower.stop()
+        self.webhooks.stop()
+
+    def _metric_counts(self) -> dict[str, Any]:
+        return {"webhooks": dict(self.webhooks.counts), "webhook_queue": self.webhooks.pending(),
+                "pruned": dict(self.retention.totals)}
+
+    # -- status handlers ---------------------------------------------------------------
+
+    @staticmethod
+    def _times(event: Event, task: Task | None) -> tuple[float | None, float | None]:
+        """(seconds since the task was created, seconds it ran if it has finished)."""
+        if task is None:
+            return None, None
+        since = max(0.0, event.time - task.created_at)
+        ran = None
+        if event.payload.get("status") in TERMINAL:
+            ran = max(0.0, (task.finished_at or event.time) - task.started_at) if task.started_at else 0.0
+        return since, ran
+
+    def log_change(self, event: Event, task: Task | None) -> None:
+        status = event.payload.get("status")
+        since, ran = self._times(event, task)
+        text = f"task {event.task_id} {status}"
+        if event.payload.get("requeued"):
+            text += " (requeued)"
+        if since is not None:
+            text += f" {since:.2f}s after it was created"
+        if ran is not None:
+            text += f", ran {ran:.2f}s"
+        task_log.info(text, extra=fields(
+            event="task_status", task_id=event.task_id, session_id=task.session_id if task else None,
+            status=status, duration_s=round(since, 3) if since is not None else None,
+            run_s=round(ran, 3) if ran is not None else None, seq=event.seq))
+
+    def observe(self, event: Event, task: Task | None) -> None:
+        status = event.payload.get("status")
+        if status in TERMINAL:
+            _, ran = self._times(event, task)
+            self.metrics.observe_finished(status, ran or 0.0)
+
+    def notify(self, event: Event, task: Task | None) -> None:
+        status = event.payload.get("status")
+        if status not in TERMINAL and status != WAITING:
+            return
+        settings = self.state.settings
+        urls = [settings.webhook_url, task.options.get("webhook_url") if task else None]
+        urls = list(dict.fromkeys(u for u in urls if u))
+        for url in list(urls):  # checked again: the allow-list may have changed since the task was made
+            if webhook_url_problem(url, settings.webhook_hosts):
+                log.warning("webhook for task %s not sent: %s", event.task_id, where(url))
+                urls.remove(url)
+        if not urls:
+            return
+        doc: dict[str, Any] = {"task_id": event.task_id, "status": status,
+                               "session_id": task.session_id if task else None, "time": event.time}
+        if status == WAITING:
+            approvals = self.state.store.open_approvals(event.task_id)
+            if approvals:
+                doc["approval"] = {"tool_use_id": approvals[0]["tool_use_id"], "tool": approvals[0]["tool"]}
+        name = "task.waiting" if status == WAITING else "task.finished"
+        for url in urls:
+            self.webhooks.send(url, name, doc)
+
+
+# -- routes ------------------------------------------------------------------------------
+
+bp = Blueprint("ops", __name__)
+
+
+def _ops() -> Ops:
+    return current_app.extensions["scout_ops"]
+
+
+@bp.post("/admin/prune")
+def prune():
+    s = _ops().state
+    body: Any = {}
+    if request.get_data(cache=True):
+        if not request.is_json:
+            raise ApiError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
+        body = load_json(request.get_data(cache=True))
+    req = check_object(body, {"older_than_days": float}, ())
+    days = req.get("older_than_days", s.settings.retention_days)
+    if "older_than_days" in req and not 0 <= days <= 1e6:
+        raise ApiError(400, "invalid_field", "'older_than_days' must be 0 or more")
+    if "older_than_days" not in req and days <= 0:
+        raise ApiError(400, "retention_disabled", "retention is off (SCOUT_RETENTION_DAYS=0); "
+                       "say how old with {\"older_than_days\": N}")
+    return _ops().retention.prune(days)
+
+
+@bp.get("/metrics")
+def metrics():
+    return Response(generate_latest(_ops().metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _core():
+    from . import server  # the routes' own helpers, so documents match GET /chat/{id}/status
+    return server
+
+
+@bp.get("/chat/<task_id>/logs")
+def task_logs(task_id: str):
+    task = _core().get_task_or_404(task_id)
+    path = _ops().state.supervisor.log_path(task.id)
+    tail = int_arg(request.args.get("tail"), "tail", None, 1, 2**40)
+    try:
+        with open(path, "rb") as fh:
+            if tail:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - tail))
+            data = fh.read()
+    except FileNotFoundError:
+        raise ApiError(404, "no_logs", f"task {task.id} has no worker log"
+                       + (" (it has not started)" if task.started_at is None else "")) from None
+    return Response(data, headers={"Content-Type": "text/plain; charset=utf-8"})
+
+
+@bp.get("/chat/<task_id>/transcript")
+def task_transcript(task_id: str):
+    from .transcript import task_markdown
+
+    core = _core()
+    task = core.get_task_or_404(task_id)
+    doc = core.task_detail(task, list(_ops().state.store.iter_events(task.id)))
+    return Response(task_markdown(doc), headers={"Content-Type": "text/markdown; charset=utf-8"})
+
+
+@bp.get("/sessions/<session_id>/transcript")
+def session_transcript(session_id: str):
+    from .transcript import session_markdown
+
+    core = _core()
+    session_doc = core.show_session(session_id)
+    store = _ops().state.store
+    docs = [core.task_detail(t, list(store.iter_events(t.id))) for t in store.session_tasks(session_id)]
+    return Response(session_markdown(session_doc, docs), headers={"Content-Type": "text/markdown; charset=utf-8"})
+
+
+def init_app(app: Flask, start: bool = True) -> Ops:
+    """Add the operations routes to an app; with start, run the retention job, the status
+    follower and the webhook senders until the app's Scout is closed."""
+    state = app.extensions["scout"]
+    ops = Ops(state)
+    app.extensions["scout_ops"] = ops
+    app.register_blueprint(bp)
+    if start:
+        ops.start()
+        closers = getattr(state, "on_close", None)
+        if closers is not None:
+            closers.append(ops.stop)
+    return ops

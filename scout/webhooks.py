@@ -1,0 +1,193 @@
+"""Webhook deliveries: signed JSON POSTs, sent from threads of their own, retried with backoff.
+
+Tasks never wait for a webhook: `WebhookSender.send` only queues. Each delivery is
+signed with HMAC-SHA256 over the exact body bytes (`X-Scout-Signature: sha256=<hex>`,
+key SCOUT_WEBHOOK_SECRET) and tried up to `attempts` times, waiting `backoff`,
+2×`backoff`, 4×`backoff`... between tries, on connection errors, timeouts, 408, 429
+and 5xx answers. Redirects are not followed and proxies are not used: the URL
+checked against SCOUT_WEBHOOK_HOSTS is the one reached.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import itertools
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import __version__
+from .logs import fields
+
+log = logging.getLogger("scout.webhooks")
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The X-Scout-Signature header value for a body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, body: bytes, header: str | None) -> bool:
+    """What a receiver does: compare the header with its own signature, in constant time."""
+    return bool(header) and hmac.compare_digest(sign(secret, body), header or "")
+
+
+def where(url: str) -> str:
+    """A URL without its query, fragment or credentials: what may appear in logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a 3xx answer is then an HTTPError: the delivery fails
+
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+@dataclass(order=True)
+class Delivery:
+    due: float
+    order: int
+    url: str = field(compare=False)
+    event: str = field(compare=False)
+    body: bytes = field(compare=False)
+    id: str = field(compare=False)
+    attempt: int = field(default=0, compare=False)
+
+
+class WebhookSender:
+    """A queue of deliveries and the threads that send them."""
+
+    def __init__(self, secret: str | None, attempts: int = 4, backoff: float = 1.0,
+                 timeout: float = 5.0, threads: int = 2) -> None:
+        self.secret = secret
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.timeout = timeout
+        self._heap: list[Delivery] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._threads = [threading.Thread(target=self._run, name=f"scout-webhooks-{i}", daemon=True)
+                         for i in range(threads)]
+        self._busy = 0
+        self.counts = {"delivered": 0, "retried": 0, "failed": 0}
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Send what is due now for up to `grace` seconds, then drop the rest (logged)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + grace
+        for t in self._threads:
+            if t.is_alive():
+                t.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            dropped, self._heap = self._heap, []
+        for d in dropped:
+            log.warning("webhook %s to %s dropped at shutdown", d.event, where(d.url),
+                        extra=fields(event="webhook", delivery=d.id, result="dropped"))
+
+    def send(self, url: str, event: str, doc: dict[str, Any]) -> str:
+        """Queue one delivery of `doc` (JSON) to url; returns its delivery id. Never blocks."""
+        delivery_id = str(uuid.uuid4())
+        body = json.dumps({**doc, "event": event, "delivery_id": delivery_id},
+                          separators=(",", ":")).encode()
+        with self._cond:
+            heapq.heappush(self._heap, Delivery(time.monotonic(), next(self._order), url, event, body,
+                                                delivery_id))
+            self._cond.notify()
+        return delivery_id
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._heap) + self._busy
+
+    def _next(self) -> Delivery | None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if self._heap and self._heap[0].due <= now:
+                    self._busy += 1
+                    return heapq.heappop(self._heap)
+                if self._closing:
+                    return None  # retries still waiting for their time are dropped by stop()
+                self._cond.wait(self._heap[0].due - now if self._heap else None)
+
+    def _run(self) -> None:
+        while True:
+            d = self._next()
+            if d is None:
+                return
+            try:
+                self._attempt(d)
+            except Exception:  # noqa: BLE001 - a sender thread must survive anything
+                log.exception("webhook sender failed")
+            finally:
+                with self._cond:
+                    self._busy -= 1
+
+    def _attempt(self, d: Delivery) -> None:
+        d.attempt += 1
+        headers = {"Content-Type": "application/json", "User-Agent": f"scout/{__version__}",
+                   "X-Scout-Event": d.event, "X-Scout-Delivery": d.id}
+        if self.secret:
+            headers["X-Scout-Signature"] = sign(self.secret, d.body)
+        req = urllib.request.Request(d.url, data=d.body, headers=headers, method="POST")
+        retry, problem = False, ""
+        try:
+            with _opener.open(req, timeout=self.timeout) as resp:
+                resp.read(65536)
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            retry = status in RETRY_STATUSES
+            problem = f"HTTP {status}"
+        except (OSError, ValueError) as exc:  # refused, reset, timed out, bad URL
+            status = None
+            retry = True
+            problem = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        if not problem and 200 <= (status or 0) < 300:
+            with self._cond:
+                self.counts["delivered"] += 1
+            log.info("webhook %s delivered to %s (HTTP %s, attempt %d)", d.event, where(d.url), status,
+                     d.attempt, extra=fields(event="webhook", delivery=d.id, result="delivered",
+                                             status=status, attempt=d.attempt))
+            return
+        problem = problem or f"HTTP {status}"
+        if retry and d.attempt < self.attempts:
+            delay = self.backoff * 2 ** (d.attempt - 1)
+            with self._cond:
+                self.counts["retried"] += 1
+                if not self._closing:
+                    d.due = time.monotonic() + delay
+                    heapq.heappush(self._heap, d)
+                    self._cond.notify()
+            log.warning("webhook %s to %s failed (%s); retrying in %gs", d.event, where(d.url), problem,
+                        delay, extra=fields(event="webhook", delivery=d.id, result="retry",
+                                            attempt=d.attempt))
+            return
+        with self._cond:
+            self.counts["failed"] += 1
+        log.warning("webhook %s to %s failed (%s) after %d attempt(s); giving up", d.event, where(d.url),
+                    problem, d.attempt, extra=fields(event="webhook", delivery=d.id, result="failed",
+                                                     attempt=d.attempt))
