@@ -1,0 +1,1 @@
+"""Scout's benchmark suite: `python -m bench` (see bench/README.md)."""
