@@ -25,7 +25,8 @@ class LogWatcher:
         self._conds: dict[str, tuple[threading.Condition, int]] = {}  # task -> (cond, waiters)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.streams = 0  # open SSE streams, for /health and /metrics
+        self.streams = 0  # open SSE streams, for /health and /metrics (see open_stream)
+        self._streams_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="scout-log-watcher", daemon=True)
@@ -38,6 +39,10 @@ class LogWatcher:
                 cond.notify_all()
         if self._thread:
             self._thread.join(timeout=2)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     def generation(self, task_id: str) -> int:
         with self._lock:
@@ -57,6 +62,11 @@ class LogWatcher:
                     del self._conds[task_id]
                 else:
                     self._conds[task_id] = (cond, n - 1)
+
+    def open_stream(self, delta: int = 1) -> None:
+        """Count an SSE stream opening (delta=1) or closing (delta=-1)."""
+        with self._streams_lock:
+            self.streams += delta
 
     def touch(self, task_id: str) -> None:
         """Wake the streams of one task (after a change made by this process)."""

@@ -19,19 +19,24 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from flask import Blueprint, Flask, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import __version__
+from . import __version__, ops
 from .config import ConfigError, Settings
+from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
 from .notify import LogWatcher
 from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task
 from .supervisor import Supervisor, install_shutdown_handlers
-from .validate import SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, int_arg
+from .validate import (SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, check_webhook_url,
+                       int_arg)
+from .validate import body_limit, load_json
+from .openapi import openapi as openapi_blueprint
+from .hardening import make_undumpable
 
 log = logging.getLogger("scout.server")
 KEEPALIVE_SECONDS = 15.0
-PUBLIC_ENDPOINTS = {"api.health", "api.openapi"}
+PUBLIC_ENDPOINTS = {"api.health", "openapi.document"}
 
 
 @dataclass
@@ -45,10 +50,13 @@ class Scout:
     modes: dict[str, Mode]
     claude: dict[str, Any] = field(default_factory=dict)
     keepalive: float = KEEPALIVE_SECONDS
+    on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
 
     def close(self, mode: str | None = None) -> None:
         self.supervisor.shutdown(mode)
         self.watcher.stop()
+        for stop in self.on_close:
+            stop()
         self.store.close()
 
 
@@ -101,7 +109,8 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
         r = task.result
         out["result"] = {"text": r.get("text"), "duration_ms": r.get("duration_ms"),
                          "num_turns": r.get("num_turns"), "total_cost_usd": r.get("total_cost_usd"),
-                         "usage": r.get("usage"), "subtype": r.get("subtype")}
+                         "usage": r.get("usage"), "subtype": r.get("subtype"),
+                         "is_error": bool(r.get("is_error"))}
     if events is not None:
         out["events"] = [e.to_dict() for e in events]
     return out
@@ -125,10 +134,7 @@ api = Blueprint("api", __name__)
 def json_body() -> Any:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ApiError(400, "invalid_json", "the body is not valid JSON")
-    return data
+    return load_json(request.get_data(cache=True))  # 400 for bad JSON; past MAX_CONTENT_LENGTH, 413
 
 
 def get_task_or_404(task_id: str) -> Task:
@@ -163,6 +169,7 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
         "max_turns": req.get("max_turns", mode.max_turns),
         "max_budget_usd": req.get("max_budget_usd"),
         "stream_deltas": req.get("stream_deltas", True),
+        "webhook_url": check_webhook_url(req["webhook_url"], s.settings.webhook_hosts) if "webhook_url" in req else None,
     }
 
 
@@ -186,8 +193,7 @@ def start_chat():
                        f"{s.settings.max_pending} tasks are already waiting; try again later",
                        headers={"Retry-After": "5"})
     if busy and on_busy == "interrupt":
-        threading.Thread(target=lambda: [s.supervisor.stop(t.id) for t in busy],
-                         name="scout-interrupt", daemon=True).start()
+        s.supervisor.stop_in_background([t.id for t in busy])
     s.supervisor.wake()
     body = {"task_id": task.id, "status": task.status, "session_id": task.session_id}
     return body, 202, {"Location": f"/chat/{task.id}/status"}
@@ -215,7 +221,7 @@ def task_stream(task_id: str):
 
 def stream_events(s: Scout, task_id: str, after: int) -> Iterator[bytes]:
     """Replay the log after `after`, follow it live, end with an `end` event once finished."""
-    s.watcher.streams += 1
+    s.watcher.open_stream(1)
     try:
         yield b"retry: 1000\n\n"
         last = after
@@ -236,10 +242,12 @@ def stream_events(s: Scout, task_id: str, after: int) -> Iterator[bytes]:
                     yield sse_end(task_id, task.status)
                     return
                 continue
+            if s.watcher.stopped:
+                return  # the server is shutting down
             if not s.watcher.wait(task_id, seen, s.keepalive):
                 yield b": keep-alive\n\n"
     finally:
-        s.watcher.streams -= 1
+        s.watcher.open_stream(-1)
 
 
 @api.post("/chat/<task_id>/stop")
@@ -365,9 +373,23 @@ def health():
 
 # -- the app -------------------------------------------------------------------------
 
+def _public_route() -> bool:
+    """Is the request for a public endpoint, also with a wrong method (so that is a 405, not a 401)?"""
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return True
+    exc = request.routing_exception
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        try:
+            endpoint, _ = current_app.create_url_adapter(request).match(method=exc.valid_methods[0])
+        except HTTPException:
+            return False
+        return endpoint in PUBLIC_ENDPOINTS
+    return False
+
+
 def _check_auth() -> None:
     token = scout().settings.api_token
-    if not token or request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
+    if not token or _public_route() or request.method == "OPTIONS":
         return
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
@@ -386,7 +408,9 @@ def _error_response(err: ApiError) -> Response:
 def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     """Build the app with its store, supervisor and log watcher (started unless start=False)."""
     settings = settings or Settings.from_env()
-    app = Flask("scout")
+    app = Flask("scout", static_folder=None)  # no /static route: every route is in the API
+    app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_bytes)  # a JSON 413 past it
+    app.url_map.merge_slashes = False  # "//x" is a JSON 404, not a redirect with an HTML body
     app.json.sort_keys = False
     store = Store(settings.db, max_bytes=settings.db_max_bytes)
     integrity = store.integrity_check()
@@ -397,10 +421,15 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     state = Scout(settings, store, supervisor, watcher, load_modes(settings.modes_file))
     app.extensions["scout"] = state
     app.register_blueprint(api)
+    app.register_blueprint(openapi_blueprint)  # GET /openapi.json, public
+    ops.init_app(app, start)  # retention, metrics, webhooks, state-change logs, worker logs, transcripts
 
     @app.before_request
     def before():
         g.started = time.monotonic()
+        if request.method == "OPTIONS" and request.url_rule is not None \
+                and request.headers.get("Origin") in settings.cors_origins:
+            return Response(status=204)  # a CORS preflight from an allowed origin; after() adds the headers
         _check_auth()
 
     @app.after_request
@@ -411,9 +440,11 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
             resp.headers["Vary"] = "Origin"
             resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
             resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-        if request.endpoint != "api.task_stream":
-            log.info("%s %s %s %.1fms", request.method, request.path, resp.status_code,
-                     (time.monotonic() - g.get("started", time.monotonic())) * 1000)
+        line = (request.method, request.path, resp.status_code, g.get("started", time.monotonic()))
+        if request.endpoint == "api.task_stream":  # logged when the stream ends
+            resp.call_on_close(lambda: log_request(*line))
+        else:
+            log_request(*line)
         return resp
 
     @app.errorhandler(ApiError)
@@ -462,6 +493,7 @@ def serve(settings: Settings | None = None) -> int:
 
     settings = settings or Settings.from_env()
     check_bind(settings)
+    make_undumpable()  # other processes of this user (the agent's tools) cannot read our /proc environ
     app = create_app(settings)
     state: Scout = app.extensions["scout"]
     # Each open SSE stream holds one waitress thread for its whole life, so the pool is
@@ -476,18 +508,26 @@ def serve(settings: Settings | None = None) -> int:
     def on_signal(signum: int) -> None:
         if not stopping.is_set():
             stopping.set()
-            server.close()
+            raise _Shutdown  # leaves server.run() at once, even with idle keep-alive connections
 
     install_shutdown_handlers(on_signal)
-    print(f"Scout API on http://{settings.host}:{server.effective_port} (db {settings.db})", flush=True)
+    url = f"http://{settings.host}:{server.effective_port}"
+    print(banner(f"Scout API on {url} (db {settings.db})", settings.log_format, event="listening", url=url),
+          flush=True)
     try:
         server.run()
-    except (OSError, ValueError):
-        if not stopping.is_set():
-            raise
+    except _Shutdown:
+        pass
     finally:
+        server.close()  # no new connections
+        state.watcher.stop()  # open SSE streams end; clients resume with Last-Event-ID
+        server.task_dispatcher.shutdown(timeout=5)  # requests in flight finish
         state.close()
     return 0
+
+
+class _Shutdown(Exception):
+    """Raised by the SIGTERM/SIGINT handler to leave waitress's loop."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -499,8 +539,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="port (SCOUT_PORT, default 8000)")
     parser.add_argument("--db", help="database file (SCOUT_DB, default data/scout.db)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("SCOUT_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging((os.environ.get("SCOUT_LOG_FORMAT") or "text").lower(), os.environ.get("SCOUT_LOG_LEVEL", "INFO"))
     env = dict(os.environ)
     for name, value in (("SCOUT_HOST", args.host), ("SCOUT_PORT", args.port), ("SCOUT_DB", args.db)):
         if value is not None:

@@ -87,6 +87,24 @@ def _set_subreaper() -> None:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def _lower_priority(nice: int) -> None:
+    """Give the task's processes less CPU than the server, which must stay responsive.
+
+    A new session is a scheduling group of its own where the kernel groups by session
+    (autogroup): there the group's nice value is what counts; elsewhere, the process's.
+    """
+    if nice <= 0:
+        return
+    try:
+        with open("/proc/self/autogroup", "w") as fh:
+            fh.write(str(nice))
+    except OSError:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+
+
 def _exit_code(status: int) -> int:
     """A waitpid status as a shell-style exit code (128+N for death by signal N)."""
     if os.WIFSIGNALED(status):
@@ -99,6 +117,7 @@ def _lead(spec: dict[str, Any]) -> None:
     code = 1
     try:
         os.setsid()
+        _lower_priority(spec.get("nice", 10))
         _set_subreaper()
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
@@ -151,6 +170,7 @@ def _work(spec: dict[str, Any]) -> None:
 def zygote_main() -> None:
     """The zygote's loop: spawn requests in on stdin, pid and exit reports out on stdout."""
     from . import worker  # noqa: F401  the expensive import, done once and shared by every fork
+    import anyio._backends._asyncio  # noqa: F401  imported lazily by anyio; do it here, once
 
     setproctitle.setproctitle("scout: zygote")
     _set_subreaper()  # the leaders' orphans (after a worker dies) come here to be reaped
@@ -458,6 +478,13 @@ class Supervisor:
         final = self.store.get_task(task_id)
         return final.status if final else CANCELLED
 
+    def stop_in_background(self, task_ids: list[str]) -> None:
+        """Stop tasks one after another without making the caller wait."""
+        def stop_all() -> None:
+            for task_id in task_ids:
+                self.stop(task_id)
+        self._thread(stop_all)
+
     def _forget(self, task_id: str) -> None:
         with self._lock:
             proc = self._workers.pop(task_id, None)
@@ -510,6 +537,7 @@ class Supervisor:
         with self._lock:
             self._workers[task.id] = proc
         spec = {"task_id": task.id, "db": self.store.path, "db_max_bytes": self.store.max_bytes,
+                "nice": self.settings.task_nice,
                 "claude_path": self.settings.claude_path,
                 "approval_timeout": self.settings.approval_timeout,
                 "log_path": self.log_path(task.id),
@@ -560,7 +588,16 @@ class Supervisor:
                     reason = (f"idle timeout: Claude Code sent nothing for "
                               f"{self.settings.idle_timeout:g} s")
             if reason:
-                threading.Thread(target=self._fail, args=(proc, reason), daemon=True).start()
+                self._thread(self._fail, proc, reason)
+
+    def _thread(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn in a short-lived thread that closes its database connection when done."""
+        def run() -> None:
+            try:
+                fn(*args)
+            finally:
+                self.store.close_thread()
+        threading.Thread(target=run, daemon=True).start()
 
     def _fail(self, proc: WorkerProc, reason: str) -> None:
         with self._lock:
@@ -617,7 +654,7 @@ class Supervisor:
                 with self._lock:
                     proc = self._by_pid.get(msg["pid"])
                 if proc is not None:
-                    threading.Thread(target=self._on_exit, args=(proc, msg["code"]), daemon=True).start()
+                    self._thread(self._on_exit, proc, msg["code"])
         # The zygote is gone. Its leaders live on, re-parented: watch them by polling.
         with self._lock:
             for proc in self._workers.values():
