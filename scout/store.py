@@ -560,6 +560,18 @@ class Store:
                 return
             after_seq = batch[-1].seq
 
+    def iter_event_json(self, task_id: str, page: int = 2000) -> Iterator[str]:
+        """Each event of a task as its JSON object text, payloads pasted as stored (no decode)."""
+        after = 0
+        while True:
+            rows = self._read("SELECT seq, type, time, payload FROM events"
+                              " WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?", (task_id, after, page))
+            for seq, type_, at, payload in rows:
+                yield f'{{"seq":{seq},"type":{json.dumps(type_)},"time":{at!r},"payload":{payload}}}'
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
     def last_event_time(self, task_id: str) -> float | None:
         rows = self._read("SELECT MAX(time) FROM events WHERE task_id = ?", (task_id,))
         return rows[0][0]

@@ -184,6 +184,17 @@ def server(make_server: Any) -> ScoutServer:
     return make_server()
 
 
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll predicate until it returns something true (returned), or fail after timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def tagged_processes(task_id: str) -> list[psutil.Process]:
     """Live (non-zombie) processes of a task: tagged in their environment (exec'd ones:
     the CLI and its tools) or titled with the task id (the forked leader and worker)."""

@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_sse, tagged_processes
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from conftest import read_sse, tagged_processes, wait_for
 
 
 def requests_with(model, text: str) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import ROOT, processes_matching, tagged_processes
+from conftest import ROOT, processes_matching, tagged_processes, wait_for
 from scout import store as store_mod
 from scout.store import Store
 
@@ -23,16 +23,6 @@ FAKE_CLAUDE = str(ROOT / "tests" / "fake_claude.py")
 def events_ok(doc: dict) -> None:
     seqs = [e["seq"] for e in doc["events"]]
     assert seqs == list(range(1, len(seqs) + 1))
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_server_sigkill_then_restart_adopts_running_tasks(make_server):
