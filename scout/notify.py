@@ -10,16 +10,25 @@ clients.
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from .store import Store, StoreError
+
+# An encoded event: (seq, SSE bytes, the task's final status if this event ends it).
+Frame = tuple[int, bytes, "str | None"]
 
 
 class LogWatcher:
     """Per-task generation counters that a single thread bumps as events are committed."""
 
-    def __init__(self, store: Store, interval: float = 0.01) -> None:
+    def __init__(self, store: Store, interval: float = 0.01,
+                 encode: Callable[[str, int, str, float, str], Frame] | None = None) -> None:
         self.store = store
         self.interval = interval
+        # With an encoder, each new event of a followed task is read and encoded once here,
+        # and every stream of that task takes the same bytes (see frames_after).
+        self.encode = encode
+        self._frames: dict[str, list[Frame]] = {}
         self._lock = threading.Lock()
         self._gens: dict[str, int] = {}
         self._conds: dict[str, tuple[threading.Condition, int]] = {}  # task -> (cond, waiters)
@@ -60,8 +69,19 @@ class LogWatcher:
                 cond, n = self._conds[task_id]
                 if n <= 1:
                     del self._conds[task_id]
+                    self._frames.pop(task_id, None)
                 else:
                     self._conds[task_id] = (cond, n - 1)
+
+    def frames_after(self, task_id: str, seq: int) -> list[Frame] | None:
+        """The encoded events of task_id after seq, if they are all at hand; else None
+        (the caller reads the log itself)."""
+        with self._lock:
+            frames = self._frames.get(task_id)
+            if not frames or frames[0][0] > seq + 1:
+                return None
+            start = seq + 1 - frames[0][0]
+            return frames[start:] if start >= 0 else None
 
     def open_stream(self, delta: int = 1) -> None:
         """Count an SSE stream opening (delta=1) or closing (delta=-1)."""
@@ -88,10 +108,30 @@ class LogWatcher:
                 if now == version:
                     continue
                 version = now
-                last_id, tasks = self.store.tasks_with_events_since(last_id)
+                if self.encode is None:
+                    last_id, tasks = self.store.tasks_with_events_since(last_id)
+                    rows = []
+                else:
+                    rows = self.store.raw_events_since_id(last_id)
+                    while rows and len(rows) % 5000 == 0:
+                        more = self.store.raw_events_since_id(rows[-1][0])
+                        if not more:
+                            break
+                        rows.extend(more)
+                    if rows:
+                        last_id = rows[-1][0]
+                    tasks = {r[1] for r in rows}
             except StoreError:
                 continue
             if tasks:
                 with self._lock:
+                    for _, task_id, seq, type_, at, payload in rows:
+                        if task_id in self._conds:
+                            frames = self._frames.setdefault(task_id, [])
+                            if frames and frames[-1][0] != seq - 1:
+                                frames.clear()  # never hand out a gap
+                            frames.append(self.encode(task_id, seq, type_, at, payload))
+                            if len(frames) > 4096:
+                                del frames[:2048]
                     for task_id in tasks:
                         self._bump(task_id)

@@ -116,9 +116,16 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
     return out
 
 
-def sse_event(event: Event) -> bytes:
-    data = json.dumps({"task_id": event.task_id, **event.to_dict()}, separators=(",", ":"))
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+def sse_frame(task_id: str, seq: int, type_: str, at: float, payload: str) -> tuple[int, bytes, str | None]:
+    """One logged event as SSE bytes, its stored payload JSON pasted in as it is; plus the
+    task's final status when this is the status event that ends it."""
+    data = (f'{{"task_id":{json.dumps(task_id)},"seq":{seq},"type":{json.dumps(type_)},'
+            f'"time":{at!r},"payload":{payload}}}')
+    final = None
+    if type_ == "status":
+        status = json.loads(payload).get("status")
+        final = status if status in TERMINAL else None
+    return seq, f"id: {seq}\nevent: {type_}\ndata: {data}\n\n".encode(), final
 
 
 def sse_end(task_id: str, status: str) -> bytes:
@@ -244,11 +251,17 @@ def stream_events(s: Scout, task_id: str, after: int) -> Iterator[bytes]:
         last = after
         while True:
             seen = s.watcher.generation(task_id)
-            batch = s.store.events_after(task_id, last, 500)
-            for event in batch:
-                yield sse_event(event)
-                last = event.seq
-            if len(batch) == 500:
+            frames = s.watcher.frames_after(task_id, last)
+            if frames is None:
+                frames = [sse_frame(task_id, *row) for row in s.store.raw_events_after(task_id, last, 500)]
+            final = None
+            for seq, data, ends in frames:
+                yield data
+                last, final = seq, ends or final
+            if final:
+                yield sse_end(task_id, final)
+                return
+            if frames:
                 continue
             task = s.store.get_task(task_id)
             if task is None:
@@ -433,7 +446,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     integrity = store.integrity_check()
     if integrity != "ok":
         raise StoreError(f"database integrity check failed: {integrity}")
-    watcher = LogWatcher(store)
+    watcher = LogWatcher(store, encode=sse_frame)
     supervisor = Supervisor(store, settings, on_change=watcher.touch)
     state = Scout(settings, store, supervisor, watcher, load_modes(settings.modes_file))
     app.extensions["scout"] = state

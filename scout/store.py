@@ -560,6 +560,18 @@ class Store:
                 return
             after_seq = batch[-1].seq
 
+    def raw_events_after(self, task_id: str, after_seq: int, limit: int = 500) -> list[tuple]:
+        """(seq, type, time, payload JSON text) of a task's events after after_seq, undecoded."""
+        return [tuple(r) for r in self._read(
+            "SELECT seq, type, time, payload FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (task_id, after_seq, limit))]
+
+    def raw_events_since_id(self, event_id: int, limit: int = 5000) -> list[tuple]:
+        """(id, task_id, seq, type, time, payload JSON text) of every event newer than event_id."""
+        return [tuple(r) for r in self._read(
+            "SELECT id, task_id, seq, type, time, payload FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (event_id, limit))]
+
     def iter_event_json(self, task_id: str, page: int = 2000) -> Iterator[str]:
         """Each event of a task as its JSON object text, payloads pasted as stored (no decode)."""
         after = 0
