@@ -51,6 +51,21 @@ class Scout:
     claude: dict[str, Any] = field(default_factory=dict)
     keepalive: float = KEEPALIVE_SECONDS
     on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
+    _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe
+
+    def check_writable(self, every: float = 5.0) -> None:
+        """The store's write probe, taken at most every `every` seconds: it must wait for the
+        write lock, which many busy workers hold in turn. A failed write is seen at once."""
+        when, error = self._probe
+        if time.monotonic() - when > every or self.store.last_write_error:
+            try:
+                self.store.check_writable()
+                error = None
+            except StoreError as exc:
+                error = str(exc)
+            self._probe = (time.monotonic(), error)
+        if error:
+            raise StoreError(error)
 
     def close(self, mode: str | None = None) -> None:
         self.supervisor.shutdown(mode)
@@ -384,7 +399,7 @@ def health():
         counts = s.store.count_by_status()
         db["schema_version"] = s.store.schema_version()
         db["size_bytes"] = s.store.size_bytes()
-        s.store.check_writable()
+        s.check_writable()
     except StoreError as exc:
         db.update(ok=False, error=str(exc))
     if s.supervisor.last_error:
@@ -538,6 +553,7 @@ def serve(settings: Settings | None = None) -> int:
     def on_signal(signum: int) -> None:
         if not stopping.is_set():
             stopping.set()
+            state.watcher.stop()  # open SSE streams end now; clients resume with Last-Event-ID
             raise _Shutdown  # leaves server.run() at once, even with idle keep-alive connections
 
     install_shutdown_handlers(on_signal)
@@ -556,8 +572,9 @@ def serve(settings: Settings | None = None) -> int:
     return 0
 
 
-class _Shutdown(Exception):
-    """Raised by the SIGTERM/SIGINT handler to leave waitress's loop."""
+class _Shutdown(SystemExit):
+    """Raised by the SIGTERM/SIGINT handler to leave waitress's loop. A SystemExit, the one
+    kind waitress's per-channel handlers re-raise instead of swallowing."""
 
 
 def main(argv: list[str] | None = None) -> None:

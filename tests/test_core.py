@@ -223,3 +223,19 @@ def test_unknown_task_is_404_json(server):
         resp = server.get(path)
         assert resp.status_code == 404
         assert resp.json()["error"]["code"] == "not_found"
+
+
+def test_sigterm_exits_promptly_with_open_streams_and_idle_connections(make_server):
+    """Open SSE streams and idle keep-alive connections must not hold up a shutdown."""
+    for _ in range(3):
+        server = make_server()
+        task_id = server.chat("SLOW: 100 0.1")
+        session = requests.Session()
+        assert session.get(server.url + "/health", timeout=10).status_code == 200  # stays open, idle
+        stream = requests.get(f"{server.url}/chat/{task_id}/stream", stream=True, timeout=30)
+        next(stream.iter_lines())
+        started = time.time()
+        assert server.stop() == 0
+        assert time.time() - started < 10
+        stream.close()
+        session.close()
