@@ -295,6 +295,7 @@ def test_mode_switch_and_readable_errors(page: "Page", stack: Stack, api: ScoutC
     assert newest_task(api)["mode"] == "Plan"
 
     page.locator("#scout-new-chat").click()
+    expect(chat(page)).not_to_contain_text("which mode am I in")  # the new chat is in place
     before = newest_task(api)["task_id"]
     set_cwd(page, str(base / "does-not-exist"))
     send(page, "hello there")
