@@ -24,7 +24,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import requests
 import requests.adapters
@@ -263,7 +263,7 @@ class ScoutClient:
     # -- streaming --------------------------------------------------------------------
 
     def stream(self, task_id: str, last_event_id: int | None = None, *, reconnect: int = 3,
-               reconnect_delay: float = 1.0) -> Iterator[SSEEvent]:
+               reconnect_delay: float = 1.0, until: Callable[[], bool] | None = None) -> Iterator[SSEEvent]:
         """``GET /chat/{id}/stream``: the task's events as they are logged, then ``end``.
 
         Starts after ``last_event_id`` (0 or None replays the whole log). If the
@@ -271,18 +271,27 @@ class ScoutClient:
         seen, up to ``reconnect`` times in a row; after that, or when the API
         answers with an error, :class:`ScoutAPIError` is raised. The iterator
         ends after yielding the ``end`` event.
+
+        ``until``, if given, is asked on every line the server sends (its
+        keep-alive comments included, every 15 s while a task is quiet): once it
+        answers true, the stream is closed and the iterator ends without ``end``.
+        That is how a reader that has lost interest lets go of a quiet task.
         """
         last = last_event_id or 0
         failures = 0
         while True:
+            if until is not None and until():
+                return
             try:
-                for event in self._stream_once(task_id, last):
+                for event in self._stream_once(task_id, last, until):
                     failures = 0
                     if event.id is not None:
                         last = event.id
                     yield event
                     if event.is_end:
                         return
+                if until is not None and until():
+                    return
                 # The server closed the stream without an `end`: go round again.
                 raise ScoutUnreachable(self.base_url, "the event stream closed early")
             except ScoutUnreachable:
@@ -291,7 +300,8 @@ class ScoutClient:
                     raise
                 time.sleep(reconnect_delay * failures)
 
-    def _stream_once(self, task_id: str, after: int) -> Iterator[SSEEvent]:
+    def _stream_once(self, task_id: str, after: int,
+                     until: Callable[[], bool] | None = None) -> Iterator[SSEEvent]:
         headers = {**self.headers(), "Accept": "text/event-stream"}
         if after:
             headers["Last-Event-ID"] = str(after)
@@ -306,10 +316,20 @@ class ScoutClient:
             with resp:
                 if resp.status_code >= 400:
                     raise self._error(resp)
+                lines = resp.iter_lines(decode_unicode=True)
+                if until is not None:
+                    lines = _lines_until(lines, until)
                 try:
-                    yield from parse_sse(resp.iter_lines(decode_unicode=True))
+                    yield from parse_sse(lines)
                 except (requests.RequestException, ConnectionError) as exc:
                     raise ScoutUnreachable(self.base_url, _reason(exc)) from exc
+
+
+def _lines_until(lines: Iterator[str], until: Callable[[], bool]) -> Iterator[str]:
+    for line in lines:
+        if until():
+            return
+        yield line
 
 
 def parse_sse(lines: Iterator[str | bytes]) -> Iterator[SSEEvent]:

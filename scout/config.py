@@ -78,6 +78,7 @@ class Settings:
     worker_env_pass: list[str] = field(default_factory=list)
     db_max_bytes: int | None = None
     task_nice: int = 10
+    sse_keepalive: float = 15.0
     # Operations (see docs/api-brief.md, "Operations").
     retention_days: float = 30.0
     retention_interval: float = 3600.0
@@ -117,6 +118,7 @@ class Settings:
             worker_env_pass=_list(env, "SCOUT_WORKER_ENV", []),
             db_max_bytes=_int(env, "SCOUT_DB_MAX_MB", 0) * 1024 * 1024 or None,
             task_nice=_int(env, "SCOUT_TASK_NICE", 10),
+            sse_keepalive=_float(env, "SCOUT_SSE_KEEPALIVE", 15.0),
             **_ops_settings(env),
         )
 

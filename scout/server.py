@@ -35,7 +35,6 @@ from .openapi import openapi as openapi_blueprint
 from .hardening import make_undumpable
 
 log = logging.getLogger("scout.server")
-KEEPALIVE_SECONDS = 15.0
 PUBLIC_ENDPOINTS = {"api.health", "openapi.document"}
 
 
@@ -49,7 +48,6 @@ class Scout:
     watcher: LogWatcher
     modes: dict[str, Mode]
     claude: dict[str, Any] = field(default_factory=dict)
-    keepalive: float = KEEPALIVE_SECONDS
     on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
     _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe
 
@@ -289,7 +287,7 @@ def stream_events(s: Scout, task_id: str, after: int) -> Iterator[bytes]:
                 continue
             if s.watcher.stopped:
                 return  # the server is shutting down
-            if not s.watcher.wait(task_id, seen, s.keepalive):
+            if not s.watcher.wait(task_id, seen, s.settings.sse_keepalive):
                 yield b": keep-alive\n\n"
     finally:
         s.watcher.open_stream(-1)

@@ -24,6 +24,7 @@ import logging  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Iterator  # noqa: E402
@@ -372,6 +373,7 @@ CSS = """
 .scout-stopped { color: var(--body-text-color-subdued); font-weight: 600; }
 .scout-ask { font-weight: 600; opacity: 1; }
 .scout-live { color: var(--body-text-color-subdued); font-style: italic; }
+.scout-queued { font-style: italic; }
 #scout-history { max-height: 40vh; overflow-y: auto; }
 #scout-history .wrap { flex-direction: column; gap: 4px; }
 #scout-history label { width: 100%; margin: 0; font-size: .88em; line-height: 1.3; }
@@ -409,16 +411,66 @@ working directory, and streams what it does here. Tasks keep running if you clos
 
 @dataclass
 class Conversation:
-    """What one browser tab shows: a session's finished tasks, and the task being followed."""
+    """What one browser tab shows: a session's finished tasks, and the task being followed.
+
+    Gradio hands every event of a tab this same object. Switching conversation (New chat,
+    a pick in History, a page load) bumps ``epoch``: handlers still working for an older
+    epoch stop writing, and their streams let go (see ``ScoutClient.stream(until=)``).
+    That is the only way events are cancelled: Gradio's own ``cancels=`` cancels by
+    function, so a late cancel of a finished send could kill the next one.
+
+    One task is followed at a time: ``claim`` it first. A message sent meanwhile waits
+    in ``queued`` (shown under the answer) and goes out as a follow-up when it is done.
+    """
 
     session_id: str = ""
     done: list[dict[str, Any]] = field(default_factory=list)  # messages of earlier tasks
-    epoch: int = 0  # bumped whenever the tab switches conversation; stale streams stop writing
+    epoch: int = 0
+    busy: bool = False  # a handler of this epoch is following a task
+    live: list[dict[str, Any]] = field(default_factory=list)  # what that task has shown so far
+    queued: list[str] = field(default_factory=list)  # messages waiting for it, oldest first
+    _cond: threading.Condition = field(default_factory=threading.Condition, repr=False, compare=False)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Conversation":
+        return Conversation()  # Gradio copies each tab's initial value; a lock cannot be copied
 
     def switch(self, session_id: str = "") -> int:
-        self.session_id, self.done = session_id, []
-        self.epoch += 1
-        return self.epoch
+        with self._cond:
+            self.session_id, self.done, self.live, self.queued = session_id, [], [], []
+            self.epoch += 1
+            self.busy = False
+            self._cond.notify_all()
+            return self.epoch
+
+    def enqueue(self, text: str) -> None:
+        with self._cond:
+            self.queued.append(text)
+
+    def claim(self, epoch: int, waiting: str | None = None) -> bool:
+        """Wait until no task of ``epoch`` is followed, then mark one as followed.
+
+        False if the tab switched conversation meanwhile. ``waiting``, the message
+        this is for, leaves the queue either way."""
+        with self._cond:
+            while self.busy and self.epoch == epoch:
+                self._cond.wait(1.0)
+            if waiting is not None and waiting in self.queued:
+                self.queued.remove(waiting)
+            if self.epoch != epoch:
+                return False
+            self.busy = True
+            return True
+
+    def release(self, epoch: int) -> None:
+        with self._cond:
+            if self.epoch == epoch:
+                self.busy, self.live = False, []
+                self._cond.notify_all()
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The queued messages, as chat bubbles."""
+        return [{"role": "user", "content": f'{text}\n\n<div class="scout-note scout-queued">🕓 queued: '
+                                            'sent when this answer is done</div>'} for text in self.queued]
 
 
 def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blocks:
@@ -464,14 +516,15 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         """Stream a task's events into the chat until it ends (or the tab shows something else)."""
         last_yield = 0.0
         try:
-            for event in client.stream(view.task_id, view.last_seq):
+            for event in client.stream(view.task_id, view.last_seq, until=lambda: conv.epoch != epoch):
                 if conv.epoch != epoch:
                     return
                 view.apply_event(event)
                 now = time.monotonic()
                 if event.type != "text_delta" or now - last_yield >= YIELD_EVERY or event.is_end:
                     last_yield = now
-                    yield {chatbot: conv.done + view.messages(),
+                    conv.live = view.messages()
+                    yield {chatbot: conv.done + conv.live + conv.pending(),
                            status_md: status_line(conv.session_id, view)}
         except ScoutAPIError as exc:
             if conv.epoch != epoch:
@@ -489,8 +542,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 pass
         if conv.epoch != epoch:
             return
-        conv.done = conv.done + view.messages()
-        yield {chatbot: conv.done, status_md: status_line(conv.session_id, view)}
+        conv.done, conv.live = conv.done + view.messages(), []
+        yield {chatbot: conv.done + conv.pending(), status_md: status_line(conv.session_id, view)}
 
     def open_session(conv: Conversation, session_id: str) -> Iterator[dict[Any, Any]]:
         """Show a session's whole conversation; re-attach to its running task, if any."""
@@ -509,31 +562,37 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         if last_mode:
             settings[mode_dd] = gr.update(value=last_mode)
         followed = False
-        for task in tasks:
-            try:
-                view = TaskView.from_status(client.status(task["task_id"]))
-            except ScoutAPIError as exc:
-                view = TaskView(task_id=task["task_id"], message=task.get("message") or "",
-                                status=task.get("status") or "failed", error=exc.message)
-            if conv.epoch != epoch:
+        try:
+            for task in tasks:
+                try:
+                    view = TaskView.from_status(client.status(task["task_id"]))
+                except ScoutAPIError as exc:
+                    view = TaskView(task_id=task["task_id"], message=task.get("message") or "",
+                                    status=task.get("status") or "failed", error=exc.message)
+                if conv.epoch != epoch:
+                    return
+                if not view.active:
+                    conv.done = conv.done + view.messages()
+                    continue
+                # Still running (or queued): show what it has done so far, then follow it live.
+                if not followed and not conv.claim(epoch):
+                    return
+                followed = True
+                yield {**settings, chatbot: conv.done + view.messages(), task_box: view.task_id,
+                       send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
+                       status_md: status_line(session_id, view)}
+                yield from follow(conv, view, epoch)
+                if conv.epoch != epoch:
+                    return
+            if not followed:
+                yield {**settings, chatbot: conv.done, task_box: "", status_md: status_line(session_id)}
                 return
-            if not view.active:
-                conv.done = conv.done + view.messages()
-                continue
-            # Still running (or queued): show what it has done so far, then follow it live.
-            followed = True
-            yield {**settings, chatbot: conv.done + view.messages(), task_box: view.task_id,
-                   send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
-                   status_md: status_line(session_id, view)}
-            yield from follow(conv, view, epoch)
-            if conv.epoch != epoch:
-                return
-        if not followed:
-            yield {**settings, chatbot: conv.done, task_box: "", status_md: status_line(session_id)}
-            return
-        hist, _ = history_choices()
-        yield {task_box: "", send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False),
-               history: gr.update(choices=hist, value=session_id)}
+            hist, _ = history_choices()
+            yield {task_box: "", send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False),
+                   history: gr.update(choices=hist, value=session_id)}
+        finally:
+            if followed:
+                conv.release(epoch)
 
     # -- event handlers ---------------------------------------------------------------
 
@@ -556,21 +615,22 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         except Exception as exc:  # never a traceback in the page
             yield {chatbot: [error_message(exc, "Could not load the page")]}
 
-    def on_send(conv: Conversation, text: str, mode: str, cwd: str, extra: str,
-                following: str) -> Iterator[dict[Any, Any]]:
+    def on_send(conv: Conversation, text: str, mode: str, cwd: str, extra: str) -> Iterator[dict[Any, Any]]:
         # NB: a generator event that ends without yielding would set every output to None.
         text = (text or "").strip()
         if not text:
             yield {}
             return
-        if following:  # this tab is showing a task that still runs (re-attached after a reload, say)
-            gr.Info("Scout is still working on the previous message: wait for it to finish, or press Stop.")
-            yield {}
+        epoch, queued = conv.epoch, conv.busy
+        if queued:  # a task of this conversation is still running: send this after it
+            conv.enqueue(text)
+            yield {msg_box: "", chatbot: conv.done + conv.live + conv.pending()}
+        if not conv.claim(epoch, waiting=text):
+            yield {}  # the tab moved on to another conversation: the queued message goes with it
             return
-        epoch = conv.epoch
         try:
             yield {msg_box: "", chatbot: conv.done + [{"role": "user", "content": text},
-                                                      notice("⏳ Sending…", kind="live")]}
+                                                      notice("⏳ Sending…", kind="live")] + conv.pending()}
             try:
                 started = client.post_chat(text, session_id=conv.session_id or None, mode=mode or None,
                                            cwd=(cwd or "").strip() or None,
@@ -578,14 +638,15 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             except ScoutAPIError as exc:
                 conv.done = conv.done + [{"role": "user", "content": text},
                                          error_message(exc, "Could not start the task")]
-                yield {chatbot: conv.done, msg_box: text}
+                # Give the text back to send again (unless it waited: the box may hold a newer one).
+                yield {chatbot: conv.done + conv.pending(), **({} if queued else {msg_box: text})}
                 return
             if conv.epoch != epoch:
                 return
             conv.session_id = started["session_id"]
             view = TaskView(task_id=started["task_id"], message=text, status=started.get("status", "pending"))
             hist, _ = history_choices()
-            yield {chatbot: conv.done + view.messages(), session_box: conv.session_id,
+            yield {chatbot: conv.done + view.messages() + conv.pending(), session_box: conv.session_id,
                    task_box: view.task_id, history: gr.update(choices=hist, value=conv.session_id),
                    send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
                    status_md: status_line(conv.session_id, view)}
@@ -596,9 +657,12 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             yield {task_box: "", send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False),
                    history: gr.update(choices=hist, value=conv.session_id)}
         except Exception as exc:
-            conv.done = conv.done + [error_message(exc, "Something went wrong")]
-            yield {chatbot: conv.done, task_box: "", send_btn: gr.update(visible=True),
-                   stop_btn: gr.update(visible=False)}
+            if conv.epoch == epoch:
+                conv.done = conv.done + [error_message(exc, "Something went wrong")]
+                yield {chatbot: conv.done, task_box: "", send_btn: gr.update(visible=True),
+                       stop_btn: gr.update(visible=False)}
+        finally:
+            conv.release(epoch)
 
     def on_stop(task_id: str) -> dict[Any, Any]:
         if not task_id:
@@ -655,7 +719,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
     # -- layout -----------------------------------------------------------------------
 
     with gr.Blocks(title="Scout", fill_height=True, analytics_enabled=False) as demo:
-        state = gr.State(Conversation())
+        state = gr.State(lambda: Conversation())  # a factory: Gradio cannot serialize a lock
         session_box = gr.Textbox(visible="hidden", elem_id="scout-session-id")
         task_box = gr.Textbox(visible="hidden", elem_id="scout-task-id")
         modes_json = gr.Textbox(visible="hidden", value="{}")
@@ -696,19 +760,17 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                       mode_dd, modes_json, cwd_box, status_md]
         quiet: dict[str, Any] = dict(show_progress="hidden", concurrency_limit=None, api_visibility="private")
 
-        load_evt = demo.load(on_load, inputs=[state], outputs=everything, **quiet)
-        send_inputs = [state, msg_box, mode_dd, cwd_box, extra_box, task_box]
-        # One event for Enter and the Send button; a message sent while a task runs is sent
-        # when it has finished (always_last), as a follow-up in the same session.
-        send_evt = gr.on([msg_box.submit, send_btn.click], on_send, inputs=send_inputs, outputs=everything,
-                         trigger_mode="always_last", **quiet)
-        pick_evt = history.input(on_pick, inputs=[state, history], outputs=everything,
-                                 cancels=[load_evt, send_evt], **quiet)
-        new_btn.click(on_new_chat, inputs=[state], outputs=everything,
-                      cancels=[load_evt, send_evt, pick_evt], **quiet)
+        demo.load(on_load, inputs=[state], outputs=everything, **quiet)
+        send_inputs = [state, msg_box, mode_dd, cwd_box, extra_box]
+        # One event for Enter and the Send button. Each send runs at once ("multiple"): one sent
+        # while a task runs waits in Conversation.claim and then goes out as a follow-up. No
+        # `cancels=` anywhere: switching conversation bumps the epoch, which stops stale handlers.
+        gr.on([msg_box.submit, send_btn.click], on_send, inputs=send_inputs, outputs=everything,
+              trigger_mode="multiple", **quiet)
+        history.input(on_pick, inputs=[state, history], outputs=everything, **quiet)
+        new_btn.click(on_new_chat, inputs=[state], outputs=everything, **quiet)
         # The chat's own trash button means the same: start afresh (the tasks stay on the server).
-        chatbot.clear(on_new_chat, inputs=[state], outputs=everything,
-                      cancels=[load_evt, send_evt, pick_evt], **quiet)
+        chatbot.clear(on_new_chat, inputs=[state], outputs=everything, **quiet)
         stop_btn.click(lambda: gr.update(interactive=False), outputs=[stop_btn], queue=False,
                        show_progress="hidden", api_visibility="private")
         stop_btn.click(on_stop, inputs=[task_box], outputs=everything, **quiet)

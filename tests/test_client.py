@@ -1,13 +1,16 @@
 """scout.client against a real server, and the UI's rendering of event logs (no browser)."""
 from __future__ import annotations
 
+import copy
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import free_port
 from scout.client import ScoutAPIError, ScoutClient, ScoutUnreachable, parse_sse
-from scout.ui import TaskView, fence, tool_title
+from scout.ui import Conversation, TaskView, fence, tool_title
 
 
 def test_parse_sse_handles_ids_comments_multiline_and_end():
@@ -70,6 +73,64 @@ def test_token_and_unreachable(make_server):
         list(ScoutClient(dead).stream("00000000-0000-0000-0000-000000000000", reconnect=1,
                                       reconnect_delay=0.01))
 
+
+def test_stream_until_lets_go_of_a_quiet_task(make_server, tmp_path: Path):
+    """`until` is asked on keep-alives too, so a reader can leave a task that says nothing."""
+    server = make_server(SCOUT_SSE_KEEPALIVE="0.3")
+    client = ScoutClient(server.url)
+    project = tmp_path / "p"
+    project.mkdir()
+    started = client.post_chat("BASH: sleep 20 && echo late", cwd=str(project))
+    seen: list[str] = []
+    leave_at: list[float] = []
+
+    def until() -> bool:
+        if "tool_use" in seen and not leave_at:
+            leave_at.append(time.monotonic())  # the command now runs quietly for 20 s
+        return bool(leave_at) and time.monotonic() - leave_at[0] > 0.5
+
+    for event in client.stream(started["task_id"], until=until):
+        seen.append(event.type)
+    left = time.monotonic()
+    assert "end" not in seen and "tool_use" in seen, seen
+    assert left - leave_at[0] < 3  # within a keep-alive or two, not when the command ends
+    assert client.status(started["task_id"], events=False)["status"] == "running"
+    assert list(client.stream(started["task_id"], until=lambda: True)) == []
+    client.stop(started["task_id"])
+
+
+def test_conversation_follows_one_task_and_queues_the_rest():
+    conv = copy.deepcopy(Conversation())  # what Gradio does for each tab: a fresh one, lock included
+    epoch = conv.switch("s1")
+    assert conv.claim(epoch)
+    order: list[str] = []
+
+    def queued_send(text: str) -> None:
+        conv.enqueue(text)
+        if conv.claim(epoch, waiting=text):
+            order.append(text)
+            conv.release(epoch)
+
+    waiter = threading.Thread(target=queued_send, args=("next",))
+    waiter.start()
+    time.sleep(0.2)
+    assert waiter.is_alive() and conv.queued == ["next"]
+    assert "next" in conv.pending()[0]["content"] and "queued" in conv.pending()[0]["content"]
+    conv.release(epoch)
+    waiter.join(5)
+    assert order == ["next"] and conv.queued == [] and not conv.busy
+
+    # Switching conversation drops what waited, and frees the waiter at once.
+    assert conv.claim(epoch)
+    dropped = threading.Thread(target=queued_send, args=("dropped",))
+    dropped.start()
+    time.sleep(0.2)
+    new_epoch = conv.switch()
+    dropped.join(5)
+    assert not dropped.is_alive() and order == ["next"] and conv.queued == []
+    assert not conv.busy and conv.claim(new_epoch)
+    conv.release(epoch)  # a stale handler's release changes nothing
+    assert conv.busy
 
 def test_task_view_folds_events_into_messages():
     view = TaskView(task_id="t", message="BASH: ls")
