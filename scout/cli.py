@@ -13,8 +13,8 @@ Exit codes: 0 success (for ask/tail: the task completed); 1 the task failed or w
 cancelled; 2 the request could not be made (API error, unreachable server, bad
 arguments); 130 interrupted.
 
-The HTTP calls are made here with requests (scout/client.py did not exist when this
-was written); requests and the server modules are imported only when needed, so
+Every call goes through scout.client.ScoutClient, the same client the web UI uses;
+it (with requests) and the server modules are imported only when a command runs, so
 `scout --help` stays fast.
 """
 from __future__ import annotations
@@ -28,7 +28,10 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
+
+if TYPE_CHECKING:  # imported for real only when a command runs (see run_command)
+    from .client import ScoutClient, SSEEvent
 
 from .transcript import (fmt_cost, fmt_duration, fmt_time, result_content, result_line, session_markdown,
                          task_duration, task_markdown, tool_summary)
@@ -53,20 +56,8 @@ class CliError(Exception):
     exit_code = EXIT_ERROR
 
 
-class ApiError(CliError):
-    """The API answered with an error document."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 class Unreachable(CliError):
     """No Scout server answers at the URL."""
-
-
-class StreamBroken(Exception):
-    """The event stream's connection dropped before its `end` event."""
 
 
 class Detach(Exception):
@@ -94,172 +85,38 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def parse_sse(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """Server-sent events from raw byte chunks: {"id", "event", "data"} with data JSON-decoded."""
-    buf = b""
-    fields: dict[str, str] = {}
-    data: list[str] = []
-    for chunk in chunks:
-        if not chunk:
-            continue
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for raw in lines:
-            line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
-            if line == "":
-                if data:
-                    text = "\n".join(data)
-                    try:
-                        payload: Any = json.loads(text)
-                    except ValueError:
-                        payload = text
-                    yield {"id": fields.get("id"), "event": fields.get("event") or "message", "data": payload}
-                fields, data = {}, []
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                data.append(value)
-            elif name in ("id", "event"):
-                fields[name] = value
+def resolve_task(client: ScoutClient, ref: str) -> str:
+    """A full task id from an id or a unique prefix of one (searching the newest 5000 tasks)."""
+    ref = ref.strip()
+    if UUID.match(ref):
+        return ref.lower()
+    if len(ref) < 4:
+        raise CliError(f"{ref!r} is too short to name a task: give at least 4 characters of its id")
+    matches: list[str] = []
+    cursor = None
+    for _ in range(5):
+        page = client.tasks(limit=1000, cursor=cursor)
+        matches += [t["task_id"] for t in page["tasks"] if t["task_id"].startswith(ref.lower())]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return _one(matches, "task", ref)
 
 
-class Api:
-    """The few HTTP calls the CLI makes, with errors turned into CliError."""
+def resolve_session(client: ScoutClient, ref: str) -> str:
+    """A full session id from an id or a unique prefix of one (among the newest 1000 sessions)."""
+    ref = ref.strip()
+    if UUID.match(ref):
+        return ref.lower()
+    if len(ref) < 4:
+        raise CliError(f"{ref!r} is too short to name a session: give at least 4 characters of its id")
+    sessions = client.sessions(limit=1000)["sessions"]
+    return _one([s["session_id"] for s in sessions if s["session_id"].startswith(ref.lower())], "session", ref)
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0):
-        import requests  # imported here: `scout --help` should not pay for it
 
-        self.requests = requests
-        self.url = normalize_url(url)
-        self.token = token or None
-        self.timeout = timeout
-        self.http = requests.Session()
-        self.http.headers["User-Agent"] = "scout-cli"
-        if self.token:
-            self.http.headers["Authorization"] = f"Bearer {self.token}"
-
-    def _unreachable(self, exc: Exception) -> Unreachable:
-        reason = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
-        return Unreachable(f"cannot reach the Scout API at {self.url} ({reason}).\n"
-                           "  Is `scout serve` (or `scout up`) running there? "
-                           "Point the CLI elsewhere with --url or SCOUT_URL.")
-
-    def _error(self, resp: Any) -> ApiError:
-        try:
-            err = resp.json()["error"]
-            code, message = str(err.get("code", "error")), str(err.get("message") or err)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            code = "http_error"
-            text = " ".join((resp.text or "").split())[:200]
-            message = f"HTTP {resp.status_code} from {resp.url}" + (f": {text}" if text else "")
-        if resp.status_code == 401 and not self.token:
-            message += " (pass --token or set SCOUT_API_TOKEN)"
-        return ApiError(resp.status_code, code, message)
-
-    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                timeout: float | None = None) -> Any:
-        rq = self.requests
-        try:
-            resp = self.http.request(method, self.url + path, json=body,
-                                     params={k: v for k, v in (params or {}).items() if v is not None},
-                                     timeout=(5, timeout or self.timeout))
-        except rq.ConnectionError as exc:
-            raise self._unreachable(exc) from None
-        except rq.Timeout:
-            raise CliError(f"the Scout API at {self.url} did not answer {method} {path} "
-                           f"within {timeout or self.timeout:g}s") from None
-        except rq.RequestException as exc:
-            raise CliError(f"request to {self.url}{path} failed: {exc}") from None
-        if resp.status_code >= 400:
-            raise self._error(resp)
-        try:
-            return resp.json()
-        except ValueError:
-            raise CliError(f"{method} {path}: the server did not answer with JSON "
-                           f"(is {self.url} a Scout server?)") from None
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params)
-
-    def post(self, path: str, body: Any = None, timeout: float | None = None) -> Any:
-        return self.request("POST", path, body=body if body is not None else {}, timeout=timeout)
-
-    def stream(self, task_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
-        """One connection to the task's SSE stream, replaying the events after `after`."""
-        rq = self.requests
-        headers = {"Accept": "text/event-stream"}
-        if after:
-            headers["Last-Event-ID"] = str(after)
-        try:
-            resp = self.http.get(f"{self.url}/chat/{task_id}/stream", headers=headers, stream=True,
-                                 timeout=(5, 60))
-        except rq.ConnectionError as exc:
-            raise self._unreachable(exc) from None
-        except rq.Timeout as exc:
-            raise StreamBroken(str(exc)) from None
-        with resp:
-            if resp.status_code >= 400:
-                raise self._error(resp)
-            try:
-                yield from parse_sse(resp.iter_content(chunk_size=None))
-            except (rq.ConnectionError, rq.Timeout, rq.exceptions.ChunkedEncodingError) as exc:
-                raise StreamBroken(str(exc)) from None
-
-    def follow(self, task_id: str, after: int = 0, retries: int = 8) -> Iterator[dict[str, Any]]:
-        """The task's events until its `end` event, reconnecting (and resuming) if the stream drops."""
-        last, failures, connected = after, 0, False
-        while True:
-            try:
-                for event in self.stream(task_id, last):
-                    failures, connected = 0, True
-                    if event.get("id") not in (None, ""):
-                        try:
-                            last = int(event["id"])
-                        except ValueError:
-                            pass
-                    yield event
-                    if event["event"] == "end":
-                        return
-            except StreamBroken:
-                pass
-            except Unreachable:
-                if not connected or failures >= retries:
-                    raise  # never reached it, or it has been gone too long
-            failures += 1
-            if failures > retries:
-                raise CliError(f"lost the event stream of task {task_id} and could not resume it")
-            time.sleep(min(0.25 * 2 ** (failures - 1), 4.0))
-
-    # ids --------------------------------------------------------------------------------
-
-    def resolve_task(self, ref: str) -> str:
-        """A full task id from an id or a unique prefix of one (searching the newest 5000 tasks)."""
-        ref = ref.strip()
-        if UUID.match(ref):
-            return ref.lower()
-        if len(ref) < 4:
-            raise CliError(f"{ref!r} is too short to name a task: give at least 4 characters of its id")
-        matches: list[str] = []
-        cursor = None
-        for _ in range(5):
-            page = self.get("/tasks", limit=1000, cursor=cursor)
-            matches += [t["task_id"] for t in page["tasks"] if t["task_id"].startswith(ref.lower())]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-        return _one(matches, "task", ref)
-
-    def resolve_session(self, ref: str) -> str:
-        ref = ref.strip()
-        if UUID.match(ref):
-            return ref.lower()
-        if len(ref) < 4:
-            raise CliError(f"{ref!r} is too short to name a session: give at least 4 characters of its id")
-        sessions = self.get("/sessions", limit=1000)["sessions"]
-        return _one([s["session_id"] for s in sessions if s["session_id"].startswith(ref.lower())], "session", ref)
+def follow(client: ScoutClient, task_id: str, after: int = 0) -> Iterator[SSEEvent]:
+    """The task's events until its `end` event, resuming if the stream drops (for ~20 s)."""
+    return client.stream(task_id, after, reconnect=8, reconnect_delay=0.5)
 
 
 def _one(matches: list[str], kind: str, ref: str) -> str:
@@ -523,7 +380,7 @@ def _status_exit(status: str | None) -> int:
     return EXIT_OK if status == "completed" else EXIT_TASK_FAILED
 
 
-def _ask_stop(out: Out, api: Api, task_id: str) -> None:
+def _ask_stop(out: Out, client: ScoutClient, task_id: str) -> None:
     """Ctrl-C while following: ask (on a TTY) whether to stop the task; stop it, or carry on."""
     out.newline()
     if _isatty(sys.stdin):
@@ -540,14 +397,14 @@ def _ask_stop(out: Out, api: Api, task_id: str) -> None:
             return
     out.line(out.style(f"stopping task {task_id} …", "yellow"))
     try:
-        res = api.post(f"/chat/{task_id}/stop", timeout=120)
+        res = client.stop(task_id)
     except KeyboardInterrupt:
         raise Detach() from None
     if not res.get("stopped") and res.get("message"):
         out.line(out.style(res["message"], "dim"))
 
 
-def follow_task(api: Api, task_id: str, out: Out, *, render: bool = True, after: int = 0,
+def follow_task(client: ScoutClient, task_id: str, out: Out, *, render: bool = True, after: int = 0,
                 on_interrupt: Callable[[], None] | None = None, spinner_label: str = "waiting") -> str:
     """Follow a task's stream until its end; returns the final status from the `end` event."""
     spinner = Spinner(out, spinner_label).start() if render else None
@@ -555,17 +412,15 @@ def follow_task(api: Api, task_id: str, out: Out, *, render: bool = True, after:
     renderer.last_seq = after
     try:
         while True:
-            events = api.follow(task_id, after=renderer.last_seq)
+            events = follow(client, task_id, after=renderer.last_seq)
             try:
                 for ev in events:
-                    if ev["event"] == "end":
-                        data = ev["data"] if isinstance(ev["data"], dict) else {}
-                        return str(data.get("status") or "unknown")
-                    data = ev["data"] if isinstance(ev["data"], dict) else {}
+                    if ev.is_end:
+                        return str(ev.data.get("status") or "unknown")
                     if render:
-                        renderer.handle(data)
-                    elif isinstance(data.get("seq"), int):
-                        renderer.last_seq = data["seq"]
+                        renderer.handle(ev.data)
+                    elif ev.seq is not None:
+                        renderer.last_seq = ev.seq
                 raise CliError(f"the event stream of task {task_id} ended without an end event")
             except KeyboardInterrupt:
                 events.close()
@@ -583,7 +438,7 @@ def follow_task(api: Api, task_id: str, out: Out, *, render: bool = True, after:
         out.newline()
 
 
-def cmd_ask(api: Api, args: argparse.Namespace) -> int:
+def cmd_ask(client: ScoutClient, args: argparse.Namespace) -> int:
     message = args.message
     if message in (None, "-"):
         if message is None and _isatty(sys.stdin):
@@ -592,22 +447,16 @@ def cmd_ask(api: Api, args: argparse.Namespace) -> int:
         message = sys.stdin.read()
     if not message.strip():
         raise CliError("the message is empty")
-    body: dict[str, Any] = {"message": message}
-    if args.session:
-        body["session_id"] = api.resolve_session(args.session)
-    if args.mode:
-        body["mode"] = args.mode
-    if args.cwd:
-        body["cwd"] = os.path.abspath(os.path.expanduser(args.cwd))
-    if args.append_system_prompt:
-        body["append_system_prompt"] = args.append_system_prompt
-    if args.model:
-        body["model"] = args.model
-    if args.max_turns is not None:
-        body["max_turns"] = args.max_turns
-    if args.on_busy:
-        body["on_busy"] = args.on_busy
-    started = api.post("/chat", body)
+    started = client.post_chat(
+        message,
+        session_id=resolve_session(client, args.session) if args.session else None,
+        mode=args.mode or None,
+        cwd=os.path.abspath(os.path.expanduser(args.cwd)) if args.cwd else None,
+        append_system_prompt=args.append_system_prompt or None,
+        on_busy=args.on_busy or None,
+        model=args.model or None,
+        max_turns=args.max_turns,
+    )
     task_id = started["task_id"]
     if args.no_follow:
         if args.json:
@@ -620,8 +469,8 @@ def cmd_ask(api: Api, args: argparse.Namespace) -> int:
     if not args.json:
         out.line(out.style(f"▶ task {task_id} · session {started.get('session_id')}", "dim"))
     try:
-        status = follow_task(api, task_id, out, render=not args.json,
-                             on_interrupt=lambda: _ask_stop(out, api, task_id),
+        status = follow_task(client, task_id, out, render=not args.json,
+                             on_interrupt=lambda: _ask_stop(out, client, task_id),
                              spinner_label="queued" if started.get("status") == "pending" else "waiting")
     except Detach:
         out.newline()
@@ -630,7 +479,7 @@ def cmd_ask(api: Api, args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if status == "deleted":
         raise CliError(f"task {task_id} was deleted while it ran")
-    doc = api.get(f"/chat/{task_id}/status", events="true" if args.json else "false")
+    doc = client.status(task_id, events=args.json)
     if args.json:
         _dump(doc)
     else:
@@ -642,31 +491,31 @@ def cmd_ask(api: Api, args: argparse.Namespace) -> int:
     return _status_exit(doc.get("status"))
 
 
-def cmd_tail(api: Api, args: argparse.Namespace) -> int:
-    task_id = api.resolve_task(args.task)
+def cmd_tail(client: ScoutClient, args: argparse.Namespace) -> int:
+    task_id = resolve_task(client, args.task)
     out = Out()
     if args.json:
         # One JSON object a line, the `end` event last.
         status = "unknown"
-        for ev in api.follow(task_id, after=args.from_seq):
-            sys.stdout.write(json.dumps({"event": ev["event"], "id": ev.get("id"), "data": ev["data"]},
+        for ev in follow(client, task_id, after=args.from_seq):
+            sys.stdout.write(json.dumps({"event": ev.type, "id": ev.id, "data": ev.data},
                                         ensure_ascii=False) + "\n")
             sys.stdout.flush()
-            if ev["event"] == "end" and isinstance(ev["data"], dict):
-                status = str(ev["data"].get("status"))
+            if ev.is_end:
+                status = str(ev.data.get("status"))
         return _status_exit(status)
-    status = follow_task(api, task_id, out, after=args.from_seq)
+    status = follow_task(client, task_id, out, after=args.from_seq)
     if status == "deleted":
         raise CliError(f"task {task_id} was deleted")
-    doc = api.get(f"/chat/{task_id}/status", events="false")
+    doc = client.status(task_id, events=False)
     out.line()
     out.line(final_line(out, doc))
     return _status_exit(doc.get("status"))
 
 
-def cmd_show(api: Api, args: argparse.Namespace) -> int:
-    task_id = api.resolve_task(args.task)
-    doc = api.get(f"/chat/{task_id}/status")
+def cmd_show(client: ScoutClient, args: argparse.Namespace) -> int:
+    task_id = resolve_task(client, args.task)
+    doc = client.status(task_id)
     if args.json:
         _dump(doc)
         return EXIT_OK
@@ -701,9 +550,9 @@ def cmd_show(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_tasks(api: Api, args: argparse.Namespace) -> int:
-    session = api.resolve_session(args.session) if args.session else None
-    page = api.get("/tasks", status=args.status, session_id=session, limit=args.limit)
+def cmd_tasks(client: ScoutClient, args: argparse.Namespace) -> int:
+    session = resolve_session(client, args.session) if args.session else None
+    page = client.tasks(status=args.status, session_id=session, limit=args.limit)
     if args.json:
         _dump(page)
         return EXIT_OK
@@ -728,9 +577,9 @@ def cmd_tasks(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_stop(api: Api, args: argparse.Namespace) -> int:
-    task_id = api.resolve_task(args.task)
-    res = api.post(f"/chat/{task_id}/stop", timeout=120)
+def cmd_stop(client: ScoutClient, args: argparse.Namespace) -> int:
+    task_id = resolve_task(client, args.task)
+    res = client.stop(task_id)
     if args.json:
         _dump(res)
     elif res.get("stopped"):
@@ -740,14 +589,10 @@ def cmd_stop(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_approve(api: Api, args: argparse.Namespace) -> int:
-    task_id = api.resolve_task(args.task)
-    body: dict[str, Any] = {"decision": "deny" if args.deny else "allow"}
-    if args.reason:
-        body["reason"] = args.reason
-    if args.tool_use_id:
-        body["tool_use_id"] = args.tool_use_id
-    res = api.post(f"/chat/{task_id}/approve", body)
+def cmd_approve(client: ScoutClient, args: argparse.Namespace) -> int:
+    task_id = resolve_task(client, args.task)
+    res = client.approve(task_id, "deny" if args.deny else "allow", reason=args.reason or None,
+                         tool_use_id=args.tool_use_id or None)
     if args.json:
         _dump(res)
     else:
@@ -755,13 +600,16 @@ def cmd_approve(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_prune(api: Api, args: argparse.Namespace) -> int:
+def cmd_prune(client: ScoutClient, args: argparse.Namespace) -> int:
     days: float | int = int(args.older_than) if float(args.older_than).is_integer() else args.older_than
+    from .client import ScoutAPIError
+
     try:
-        res = api.post("/admin/prune", {"older_than_days": days}, timeout=300)
-    except ApiError as exc:
+        res = client.prune(days)
+    except ScoutAPIError as exc:
         if exc.status in (404, 405) and exc.code in ("not_found", "method_not_allowed"):
-            raise CliError(f"the server at {api.url} has no POST /admin/prune (it is older than this CLI)") from None
+            raise CliError(f"the server at {client.base_url} has no POST /admin/prune "
+                           "(it is older than this CLI)") from None
         raise
     if args.json:
         _dump(res)
@@ -772,8 +620,8 @@ def cmd_prune(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_sessions(api: Api, args: argparse.Namespace) -> int:
-    res = api.get("/sessions", limit=args.limit)
+def cmd_sessions(client: ScoutClient, args: argparse.Namespace) -> int:
+    res = client.sessions(limit=args.limit)
     if args.json:
         _dump(res)
         return EXIT_OK
@@ -791,14 +639,14 @@ def cmd_sessions(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_session(api: Api, args: argparse.Namespace) -> int:
-    session_id = api.resolve_session(args.session)
-    doc = api.get(f"/sessions/{session_id}")
+def cmd_session(client: ScoutClient, args: argparse.Namespace) -> int:
+    session_id = resolve_session(client, args.session)
+    doc = client.session(session_id)
     if args.json:
         _dump(doc)
         return EXIT_OK
     if args.markdown:
-        docs = [api.get(f"/chat/{t['task_id']}/status") for t in doc.get("tasks") or []]
+        docs = [client.status(t["task_id"]) for t in doc.get("tasks") or []]
         sys.stdout.write(session_markdown(doc, docs))
         return EXIT_OK
     out = Out()
@@ -816,8 +664,8 @@ def cmd_session(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_modes(api: Api, args: argparse.Namespace) -> int:
-    res = api.get("/modes")
+def cmd_modes(client: ScoutClient, args: argparse.Namespace) -> int:
+    res = client.modes()
     if args.json:
         _dump(res)
         return EXIT_OK
@@ -831,19 +679,14 @@ def cmd_modes(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_health(api: Api, args: argparse.Namespace) -> int:
-    try:
-        res = api.get("/health")
-    except ApiError as exc:
-        if exc.status != 503:
-            raise
-        res = api.http.get(api.url + "/health", timeout=10).json()  # degraded: the body is still the report
+def cmd_health(client: ScoutClient, args: argparse.Namespace) -> int:
+    res = client.health()  # a degraded server (503) still answers with its report
     if args.json:
         _dump(res)
     else:
         out = Out()
         ok = res.get("status") == "ok"
-        out.line(out.style(f"{res.get('status')}", "green" if ok else "red") + f"  Scout {res.get('version')} at {api.url}")
+        out.line(out.style(f"{res.get('status')}", "green" if ok else "red") + f"  Scout {res.get('version')} at {client.base_url}")
         tasks, workers, claude, db = (res.get(k) or {} for k in ("tasks", "workers", "claude", "database"))
         out.line(f"  tasks    running {tasks.get('running', 0)} · waiting {tasks.get('waiting', 0)} · "
                  f"pending {tasks.get('pending', 0)}")
@@ -853,7 +696,7 @@ def cmd_health(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK if res.get("status") == "ok" else EXIT_TASK_FAILED
 
 
-COMMANDS: dict[str, Callable[[Api, argparse.Namespace], int]] = {
+COMMANDS: dict[str, Callable[[ScoutClient, argparse.Namespace], int]] = {
     "ask": cmd_ask, "tasks": cmd_tasks, "show": cmd_show, "tail": cmd_tail, "stop": cmd_stop,
     "approve": cmd_approve, "prune": cmd_prune, "sessions": cmd_sessions, "session": cmd_session,
     "modes": cmd_modes, "health": cmd_health,
@@ -985,6 +828,26 @@ def run_passthrough(command: str, rest: list[str]) -> int:
     return rc if isinstance(rc, int) else EXIT_OK
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """Run one API command with a ScoutClient; its errors become `scout: ...` lines with hints."""
+    from .client import ScoutAPIError, ScoutClient, ScoutUnreachable  # here: `--help` must not import requests
+
+    url = normalize_url(getattr(args, "url", None) or default_url())
+    token = getattr(args, "token", None) or os.environ.get("SCOUT_API_TOKEN") or None
+    with ScoutClient(url, token) as client:
+        try:
+            return COMMANDS[args.command](client, args)
+        except ScoutUnreachable as exc:
+            if exc.code == "timeout":
+                raise CliError(f"the Scout API at {url} did not answer in time ({exc.reason})") from None
+            raise Unreachable(f"cannot reach the Scout API at {url} ({exc.reason}).\n"
+                              "  Is `scout serve` (or `scout up`) running there? "
+                              "Point the CLI elsewhere with --url or SCOUT_URL.") from None
+        except ScoutAPIError as exc:
+            hint = " (pass --token or set SCOUT_API_TOKEN)" if exc.status == 401 and not token else ""
+            raise CliError(exc.message + hint) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -1001,9 +864,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return EXIT_ERROR
         args.json = getattr(args, "json", False)
-        url = getattr(args, "url", None) or default_url()
-        token = getattr(args, "token", None) or os.environ.get("SCOUT_API_TOKEN") or None
-        return COMMANDS[args.command](Api(url, token), args)
+        return run_command(args)
     except CliError as exc:
         sys.stdout.flush()
         sys.stderr.write(f"scout: {exc}\n")

@@ -252,6 +252,11 @@ class ScoutClient:
         """``DELETE /sessions/{id}``."""
         return self.request("DELETE", f"/sessions/{session_id}", timeout=max(self.timeout, 60.0))
 
+    def prune(self, older_than_days: float | None = None) -> dict[str, Any]:
+        """``POST /admin/prune``: run retention now; ``{deleted_tasks, deleted_events, freed_bytes, ...}``."""
+        body = {} if older_than_days is None else {"older_than_days": older_than_days}
+        return self.request("POST", "/admin/prune", json_body=body, timeout=max(self.timeout, 300.0))
+
     def modes(self) -> dict[str, Any]:
         """``GET /modes``: ``{default, modes: [{name, description, ...}]}``."""
         return self.request("GET", "/modes")
@@ -268,9 +273,11 @@ class ScoutClient:
 
         Starts after ``last_event_id`` (0 or None replays the whole log). If the
         connection breaks before ``end``, it is opened again from the last event
-        seen, up to ``reconnect`` times in a row; after that, or when the API
-        answers with an error, :class:`ScoutAPIError` is raised. The iterator
-        ends after yielding the ``end`` event.
+        seen, up to ``reconnect`` times in a row, ``reconnect_delay`` seconds
+        more apart each time (a restarting server is back within that). After
+        that, when the first connection already fails, or when the API answers
+        with an error, :class:`ScoutAPIError` is raised. The iterator ends after
+        yielding the ``end`` event.
 
         ``until``, if given, is asked on every line the server sends (its
         keep-alive comments included, every 15 s while a task is quiet): once it
@@ -279,12 +286,13 @@ class ScoutClient:
         """
         last = last_event_id or 0
         failures = 0
+        connected = False
         while True:
             if until is not None and until():
                 return
             try:
                 for event in self._stream_once(task_id, last, until):
-                    failures = 0
+                    failures, connected = 0, True
                     if event.id is not None:
                         last = event.id
                     yield event
@@ -296,8 +304,8 @@ class ScoutClient:
                 raise ScoutUnreachable(self.base_url, "the event stream closed early")
             except ScoutUnreachable:
                 failures += 1
-                if failures > reconnect:
-                    raise
+                if failures > reconnect or not connected:
+                    raise  # gone too long, or never there
                 time.sleep(reconnect_delay * failures)
 
     def _stream_once(self, task_id: str, after: int,

@@ -173,15 +173,6 @@ def test_default_url_comes_from_the_environment() -> None:
     assert cli.normalize_url("localhost:9000/") == "http://localhost:9000"
 
 
-def test_parse_sse_handles_split_chunks_comments_and_crlf() -> None:
-    raw = (b"retry: 1000\r\n\r\n: keep-alive\n\nid: 3\nevent: text_delta\ndata: {\"seq\": 3, \"payload\": "
-           b"{\"text\": \"h\xc3\xa9\"}}\n\nevent: end\ndata: {\"status\": \"completed\"}\n\n")
-    chunks = [raw[i:i + 7] for i in range(0, len(raw), 7)]  # splits lines and a UTF-8 character
-    events = list(cli.parse_sse(chunks))
-    assert events == [{"id": "3", "event": "text_delta", "data": {"seq": 3, "payload": {"text": "hé"}}},
-                      {"id": None, "event": "end", "data": {"status": "completed"}}]
-
-
 # -- ask ---------------------------------------------------------------------------------
 
 def test_ask_follows_a_tool_using_task(server: ScoutServer, work: Path) -> None:

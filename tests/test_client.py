@@ -80,7 +80,7 @@ def test_stream_until_lets_go_of_a_quiet_task(make_server, tmp_path: Path):
     client = ScoutClient(server.url)
     project = tmp_path / "p"
     project.mkdir()
-    started = client.post_chat("BASH: sleep 20 && echo late", cwd=str(project))
+    started = client.post_chat("BASH: python3 -c 'import time; time.sleep(20)'", cwd=str(project))
     seen: list[str] = []
     leave_at: list[float] = []
 
