@@ -22,7 +22,6 @@ import html  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -32,6 +31,7 @@ from typing import Any, Iterator  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from .client import TERMINAL, ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
+from .supervisor import interrupt_on_sigterm  # noqa: E402
 
 log = logging.getLogger("scout.ui")
 
@@ -338,6 +338,13 @@ def esc(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
 def notice(text: str, kind: str = "info") -> dict[str, Any]:
     """A short status line in the conversation (outcome, error, placeholder); `text` is HTML."""
     return {"role": "assistant", "content": f'<div class="scout-note scout-{kind}">{text}</div>'}
@@ -382,6 +389,22 @@ CSS = """
 footer { display: none !important; }
 """
 
+# The page's own count of conversation switches (New chat, a History pick), passed to the
+# handlers as their last input (see Conversation). NEXT counts one more; NOW reads it.
+VIEW_NEXT_JS = """
+(...args) => {
+  window.scoutView = (window.scoutView || 0) + 1;
+  args[args.length - 1] = String(window.scoutView);
+  return args;
+}
+"""
+VIEW_NOW_JS = """
+(...args) => {
+  args[args.length - 1] = String(window.scoutView || 0);
+  return args;
+}
+"""
+
 # Keeps ?session=<id> in the address bar in step with the conversation shown.
 URL_SYNC_JS = """
 (sid) => {
@@ -421,26 +444,44 @@ class Conversation:
 
     One task is followed at a time: ``claim`` it first. A message sent meanwhile waits
     in ``queued`` (shown under the answer) and goes out as a follow-up when it is done.
+
+    Gradio may run a tab's events out of order: a message sent right after New chat can
+    reach its handler first. So the page numbers its own switches (``VIEW_JS``), each
+    handler is told the page's number, and a send first waits (``wait_for_view``) until
+    the switches the page had made before it have been applied here.
     """
 
     session_id: str = ""
     done: list[dict[str, Any]] = field(default_factory=list)  # messages of earlier tasks
     epoch: int = 0
+    view: int = 0  # the page's switch count, as far as applied here
     busy: bool = False  # a handler of this epoch is following a task
     live: list[dict[str, Any]] = field(default_factory=list)  # what that task has shown so far
     queued: list[str] = field(default_factory=list)  # messages waiting for it, oldest first
-    _cond: threading.Condition = field(default_factory=threading.Condition, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Not a field: Gradio serializes the fields of a State's value (dataclasses.asdict).
+        self._cond = threading.Condition()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "Conversation":
-        return Conversation()  # Gradio copies each tab's initial value; a lock cannot be copied
+        return Conversation()  # Gradio copies the initial value for each tab; a lock cannot be copied
 
-    def switch(self, session_id: str = "") -> int:
+    def switch(self, session_id: str = "", view: int | None = None) -> int:
         with self._cond:
             self.session_id, self.done, self.live, self.queued = session_id, [], [], []
             self.epoch += 1
             self.busy = False
+            if view is not None:
+                self.view = max(self.view, view)
             self._cond.notify_all()
             return self.epoch
+
+    def wait_for_view(self, view: int, timeout: float = 10.0) -> None:
+        """Wait until the page's switch number ``view`` has been applied (or ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.view < view and time.monotonic() < deadline:
+                self._cond.wait(max(0.01, deadline - time.monotonic()))
 
     def enqueue(self, text: str) -> None:
         with self._cond:
@@ -545,16 +586,16 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         conv.done, conv.live = conv.done + view.messages(), []
         yield {chatbot: conv.done + conv.pending(), status_md: status_line(conv.session_id, view)}
 
-    def open_session(conv: Conversation, session_id: str) -> Iterator[dict[Any, Any]]:
+    def open_session(conv: Conversation, session_id: str, view: int | None = None) -> Iterator[dict[Any, Any]]:
         """Show a session's whole conversation; re-attach to its running task, if any."""
         try:
             doc = client.session(session_id)
         except ScoutAPIError as exc:
-            conv.switch()
+            conv.switch(view=view)
             conv.done = [error_message(exc, f"Could not open session {session_id}")]
             yield {chatbot: conv.done, session_box: "", task_box: "", status_md: ""}
             return
-        epoch = conv.switch(session_id)
+        epoch = conv.switch(session_id, view)
         tasks = doc.get("tasks", [])
         last_mode = next((t.get("mode") for t in reversed(tasks) if t.get("mode")), None)
         settings: dict[Any, Any] = {session_box: session_id, history: gr.update(value=session_id),
@@ -615,12 +656,14 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         except Exception as exc:  # never a traceback in the page
             yield {chatbot: [error_message(exc, "Could not load the page")]}
 
-    def on_send(conv: Conversation, text: str, mode: str, cwd: str, extra: str) -> Iterator[dict[Any, Any]]:
+    def on_send(conv: Conversation, text: str, mode: str, cwd: str, extra: str,
+                page_view: str) -> Iterator[dict[Any, Any]]:
         # NB: a generator event that ends without yielding would set every output to None.
         text = (text or "").strip()
         if not text:
             yield {}
             return
+        conv.wait_for_view(_int(page_view))  # a New chat clicked just before must be in place
         epoch, queued = conv.epoch, conv.busy
         if queued:  # a task of this conversation is still running: send this after it
             conv.enqueue(text)
@@ -676,20 +719,20 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             gr.Info(doc["message"])
         return {}
 
-    def on_new_chat(conv: Conversation) -> dict[Any, Any]:
-        conv.switch()
+    def on_new_chat(conv: Conversation, page_view: str) -> dict[Any, Any]:
+        conv.switch(view=_int(page_view))
         hist, _ = history_choices()
         return {chatbot: [], session_box: "", task_box: "", msg_box: "",
                 history: gr.update(choices=hist, value=None), status_md: "",
                 send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False)}
 
-    def on_pick(conv: Conversation, session_id: str) -> Iterator[dict[Any, Any]]:
+    def on_pick(conv: Conversation, session_id: str, page_view: str) -> Iterator[dict[Any, Any]]:
         if not session_id:
             yield {}
             return
         try:
             yield {send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False), task_box: ""}
-            yield from open_session(conv, session_id)
+            yield from open_session(conv, session_id, _int(page_view))
         except Exception as exc:
             yield {chatbot: [error_message(exc, "Could not open the session")]}
 
@@ -719,10 +762,13 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
     # -- layout -----------------------------------------------------------------------
 
     with gr.Blocks(title="Scout", fill_height=True, analytics_enabled=False) as demo:
-        state = gr.State(lambda: Conversation())  # a factory: Gradio cannot serialize a lock
+        # A value, not a factory: Gradio runs a factory as a load event of its own, which can
+        # replace the tab's Conversation after on_load has started using it.
+        state = gr.State(Conversation())
         session_box = gr.Textbox(visible="hidden", elem_id="scout-session-id")
         task_box = gr.Textbox(visible="hidden", elem_id="scout-task-id")
         modes_json = gr.Textbox(visible="hidden", value="{}")
+        view_box = gr.Textbox(visible="hidden", value="0")  # filled in by VIEW_*_JS
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=270, elem_id="scout-sidebar"):
                 with gr.Row(elem_id="scout-header"):
@@ -761,16 +807,16 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         quiet: dict[str, Any] = dict(show_progress="hidden", concurrency_limit=None, api_visibility="private")
 
         demo.load(on_load, inputs=[state], outputs=everything, **quiet)
-        send_inputs = [state, msg_box, mode_dd, cwd_box, extra_box]
+        send_inputs = [state, msg_box, mode_dd, cwd_box, extra_box, view_box]
         # One event for Enter and the Send button. Each send runs at once ("multiple"): one sent
         # while a task runs waits in Conversation.claim and then goes out as a follow-up. No
         # `cancels=` anywhere: switching conversation bumps the epoch, which stops stale handlers.
         gr.on([msg_box.submit, send_btn.click], on_send, inputs=send_inputs, outputs=everything,
-              trigger_mode="multiple", **quiet)
-        history.input(on_pick, inputs=[state, history], outputs=everything, **quiet)
-        new_btn.click(on_new_chat, inputs=[state], outputs=everything, **quiet)
+              trigger_mode="multiple", js=VIEW_NOW_JS, **quiet)
+        history.input(on_pick, inputs=[state, history, view_box], outputs=everything, js=VIEW_NEXT_JS, **quiet)
+        new_btn.click(on_new_chat, inputs=[state, view_box], outputs=everything, js=VIEW_NEXT_JS, **quiet)
         # The chat's own trash button means the same: start afresh (the tasks stay on the server).
-        chatbot.clear(on_new_chat, inputs=[state], outputs=everything, **quiet)
+        chatbot.clear(on_new_chat, inputs=[state, view_box], outputs=everything, js=VIEW_NEXT_JS, **quiet)
         stop_btn.click(lambda: gr.update(interactive=False), outputs=[stop_btn], queue=False,
                        show_progress="hidden", api_visibility="private")
         stop_btn.click(on_stop, inputs=[task_box], outputs=everything, **quiet)
@@ -825,10 +871,7 @@ def main(argv: list[str] | None = None) -> int:
               "the page could run commands on this machine through Scout", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    interrupt_on_sigterm()  # stop as on Ctrl-C
     demo = build_ui(args.api_url, token)
     demo.queue(default_concurrency_limit=None)
     try:

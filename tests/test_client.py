@@ -132,6 +132,23 @@ def test_conversation_follows_one_task_and_queues_the_rest():
     conv.release(epoch)  # a stale handler's release changes nothing
     assert conv.busy
 
+
+def test_conversation_waits_for_the_pages_earlier_switches():
+    """A send that overtook the page's New chat waits for it, then sees the new conversation."""
+    conv = Conversation()
+    conv.switch("old-session")
+    seen: list[tuple[int, str]] = []
+    send = threading.Thread(target=lambda: (conv.wait_for_view(1), seen.append((conv.view, conv.session_id))))
+    send.start()
+    time.sleep(0.2)
+    assert send.is_alive() and seen == []
+    conv.switch(view=1)  # New chat, the page's first switch, arrives
+    send.join(5)
+    assert seen == [(1, "")]
+    started = time.monotonic()
+    conv.wait_for_view(5, timeout=0.3)  # a switch that never arrives holds a send only so long
+    assert 0.25 < time.monotonic() - started < 2
+
 def test_task_view_folds_events_into_messages():
     view = TaskView(task_id="t", message="BASH: ls")
     log = [

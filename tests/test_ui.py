@@ -275,8 +275,22 @@ def test_new_chat_mid_task_starts_afresh_and_lets_go(page: "Page", stack: Stack,
     send(page, "BASH: python3 -c 'import time; time.sleep(20)'")  # quiet: only keep-alives come
     expect(chat(page).get_by_text("Bash · python3 -c")).to_be_visible(timeout=60_000)
     old = newest_task(api)
+    # Hold New chat's request back until the next message has been sent: the server gets them
+    # out of order, as it can under load. The message must still start the new chat.
+    held: list[Any] = []
+
+    def hold_new_chat(route: Any) -> None:
+        if not held and "fresh start" not in (route.request.post_data or ""):
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/queue/join.*"), hold_new_chat)
     page.locator("#scout-new-chat").click()
     send(page, "fresh start")  # at once, without waiting for anything
+    page.wait_for_timeout(1500)
+    assert len(held) == 1
+    held[0].continue_()
     expect(chat(page)).to_contain_text("ECHO: fresh start", timeout=60_000)
     expect(chat(page).locator(".scout-done")).to_have_count(1)
     new = newest_task(api)
