@@ -9,22 +9,23 @@ too and the exit code is 1; bad settings or a busy port exit with 2.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import errno
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import requests
 
+from .supervisor import install_shutdown_handlers, spawn_server, stop_servers
+
+if TYPE_CHECKING:
+    import subprocess
+
 DEFAULT_PORT = 8000
 DEFAULT_UI_PORT = 7860
-PR_SET_PDEATHSIG = 1
 
 
 class LaunchError(Exception):
@@ -42,15 +43,6 @@ class Child:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the launcher itself dies (Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def _port(value: str | None, name: str, default: int) -> int:
@@ -161,17 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         Child("web UI", [sys.executable, "-m", "scout.ui"], ui_url + "/"),
     ]
     stop_requested: list[int] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop_requested.append(signum)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    restore_signals = install_shutdown_handlers(stop_requested.append)
     try:
         for child in children:
-            # Each child gets a session of its own: a terminal's Ctrl-C reaches only the
-            # launcher, which then stops the children in order (and they die with it).
-            child.proc = subprocess.Popen(child.argv, env=env, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, preexec_fn=_die_with_parent)
+            child.proc = spawn_server(child.argv, env)
         code = _wait_until_up(children, args.startup_timeout, lambda: bool(stop_requested))
         if code is not None:
             return code
@@ -187,9 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("run_servers: stopping…", file=sys.stderr, flush=True)
         return 0
     finally:
-        _stop_all(children)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # The UI first: it is a client of the API.
+        stop_servers([(c.name, c.proc) for c in reversed(children) if c.proc is not None],
+                     say=lambda text: print(f"run_servers: {text}", file=sys.stderr, flush=True))
+        restore_signals()
 
 
 def _wait_until_up(children: list[Child], timeout: float, interrupted: Callable[[], bool]) -> int | None:
@@ -220,24 +206,3 @@ def _wait_until_up(children: list[Child], timeout: float, interrupted: Callable[
             if pending:
                 time.sleep(0.1)
     return None
-
-
-def _stop_all(children: list[Child], grace: float = 30.0) -> None:
-    """SIGTERM every live child (UI first), wait for them, SIGKILL what is left."""
-    for child in reversed(children):
-        if child.alive():
-            try:
-                child.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + grace
-    for child in reversed(children):
-        if child.proc is None:
-            continue
-        try:
-            child.proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"run_servers: the {child.name} did not stop in {grace:g} s; killing it.",
-                  file=sys.stderr, flush=True)
-            child.proc.kill()
-            child.proc.wait()

@@ -11,7 +11,6 @@ import hmac
 import json
 import logging
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -27,12 +26,11 @@ from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
 from .notify import LogWatcher
 from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task
-from .supervisor import Supervisor, install_shutdown_handlers
+from .supervisor import Supervisor, install_shutdown_handlers, make_undumpable, program_version
 from .validate import (SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, check_webhook_url,
                        int_arg)
 from .validate import body_limit, load_json
 from .openapi import openapi as openapi_blueprint
-from .hardening import make_undumpable
 
 log = logging.getLogger("scout.server")
 PUBLIC_ENDPOINTS = {"api.health", "openapi.document"}
@@ -83,14 +81,8 @@ def claude_info(path: str | None) -> dict[str, Any]:
         return {"path": None, "version": None, "missing": True, "error": "claude-agent-sdk's bundled CLI not found"}
     if not os.access(path, os.X_OK):
         return {"path": path, "version": None, "missing": True, "error": "not an executable file"}
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20,
-                             stdin=subprocess.DEVNULL)
-        version = out.stdout.strip().split(" ")[0] if out.returncode == 0 else None
-        return {"path": path, "version": version, "missing": version is None,
-                **({} if version else {"error": (out.stderr or out.stdout).strip()[:300]})}
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"path": path, "version": None, "missing": True, "error": str(exc)}
+    version, error = program_version(path)
+    return {"path": path, "version": version, "missing": version is None, **({"error": error} if error else {})}
 
 
 # -- rendering -----------------------------------------------------------------------

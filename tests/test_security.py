@@ -492,11 +492,13 @@ def test_make_undumpable_hides_environ_from_the_same_user(tmp_path):
     results = {}
     for hide in (False, True):
         code = ("import os, sys, time; sys.path.insert(0, %r)\n"
-                "from scout.hardening import make_undumpable\n"
+                "from scout.supervisor import make_undumpable\n"
                 "ok = make_undumpable() if %r else True\n"
                 "print(os.getpid(), ok, flush=True); time.sleep(30)\n") % (str(ROOT), hide)
         proc = subprocess.Popen([*NOBODY, python_for_nobody(), "-c", code], stdout=subprocess.PIPE, text=True,
-                                env={"PATH": os.environ["PATH"], "HIDDEN_VALUE": "s3cret"}, cwd="/")
+                                env={"PATH": os.environ["PATH"], "HIDDEN_VALUE": "s3cret",
+                                     "PYTHONPATH": os.pathsep.join(p for p in sys.path if p.endswith("site-packages"))},
+                                cwd="/")
         try:
             pid, ok = proc.stdout.readline().split()
             assert ok == "True"
