@@ -240,9 +240,9 @@ class ScoutClient:
 
     # -- sessions, modes, health ------------------------------------------------------
 
-    def sessions(self, limit: int | None = None) -> dict[str, Any]:
-        """``GET /sessions``: ``{sessions: [...]}``, most recent activity first."""
-        return self.request("GET", "/sessions", params={"limit": limit})
+    def sessions(self, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """``GET /sessions``: ``{sessions: [...], next_cursor}``, most recent activity first."""
+        return self.request("GET", "/sessions", params={"limit": limit, "cursor": cursor})
 
     def session(self, session_id: str) -> dict[str, Any]:
         """``GET /sessions/{id}``: the session and its tasks, oldest first."""
@@ -256,6 +256,10 @@ class ScoutClient:
         """``POST /admin/prune``: run retention now; ``{deleted_tasks, deleted_events, freed_bytes, ...}``."""
         body = {} if older_than_days is None else {"older_than_days": older_than_days}
         return self.request("POST", "/admin/prune", json_body=body, timeout=max(self.timeout, 300.0))
+
+    def config(self) -> dict[str, Any]:
+        """``GET /config``: ``{default_cwd, allowed_roots, default_mode, max_message_bytes}``."""
+        return self.request("GET", "/config")
 
     def modes(self) -> dict[str, Any]:
         """``GET /modes``: ``{default, modes: [{name, description, ...}]}``."""

@@ -213,11 +213,19 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
                                 "decision": {"type": "string", "enum": ["allow", "deny"]}}),
         "TaskDeleted": _obj({"task_id": TASK_ID, "deleted": {"const": True}}),
         "SessionSummary": _obj({
-            "session_id": STR, "cwd": STR_OR_NULL, "task_count": INT, "last_message": STR_OR_NULL,
+            "session_id": STR, "cwd": STR_OR_NULL, "task_count": INT,
+            "first_message": {**STR_OR_NULL, "description": "the first task's message: the session's title"},
+            "last_message": STR_OR_NULL,
             "last_status": {"type": ["string", "null"], "enum": [*STATUSES, None]},
             "total_cost_usd": NUM, "created_at": TIME, "last_activity": TIME,
         }),
-        "SessionList": _obj({"sessions": {"type": "array", "items": _ref("SessionSummary")}}),
+        "SessionList": _obj({"sessions": {"type": "array", "items": _ref("SessionSummary")},
+                             "next_cursor": {**STR_OR_NULL, "description": "pass as ?cursor= for older sessions"}}),
+        "Config": _obj({
+            "default_cwd": {**STR, "description": "where a task runs when it does not say"},
+            "allowed_roots": {"type": "array", "items": STR,
+                              "description": "a task's cwd must be inside one of these"},
+            "default_mode": STR, "max_message_bytes": INT}),
         "SessionDetail": _obj({
             "session_id": STR, "cwd": STR_OR_NULL, "created_at": TIME, "last_activity": TIME,
             "claude_session_id": STR_OR_NULL,
@@ -321,7 +329,8 @@ def build_spec(modes: list[str] | None = None, max_message_bytes: int = 100_000,
             operationId="deleteTask")},
         "/sessions": {"get": op(
             "List sessions, most recently active first",
-            {200: _ok(_ref("SessionList"), "Sessions.")}, (400, 503), parameters=[limit],
+            {200: _ok(_ref("SessionList"), "Sessions.")}, (400, 503),
+            parameters=[limit, _param("cursor", "query", STR, "next_cursor of the previous page")],
             operationId="listSessions")},
         "/sessions/{session_id}": {
             "get": op("A session and its tasks", {200: _ok(_ref("SessionDetail"), "The session.")},
@@ -332,6 +341,10 @@ def build_spec(modes: list[str] | None = None, max_message_bytes: int = 100_000,
         "/modes": {"get": op(
             "The modes a task can run in", {200: _ok(_ref("ModeList"), "The modes.")}, (),
             operationId="listModes")},
+        "/config": {"get": op(
+            "Where tasks may run, and the defaults a client can show",
+            {200: _ok(_ref("Config"), "The settings a client needs.")}, (),
+            operationId="showConfig")},
         "/health": {"get": op(
             "Liveness and state (public)",
             {200: _ok(_ref("Health"), "Healthy or degraded."),

@@ -28,7 +28,7 @@ from .notify import LogWatcher
 from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task
 from .supervisor import Supervisor, install_shutdown_handlers, make_undumpable, program_version
 from .validate import (SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, check_webhook_url,
-                       int_arg)
+                       int_arg, session_cursor)
 from .validate import body_limit, load_json
 from .openapi import openapi as openapi_blueprint
 
@@ -157,6 +157,11 @@ def get_task_or_404(task_id: str) -> Task:
     return task
 
 
+def default_cwd(settings: Settings) -> str:
+    """Where a task runs when neither it nor its session says: the first allowed root."""
+    return settings.allowed_roots[0] if settings.allowed_roots else os.getcwd()
+
+
 def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, Any]:
     """A request's mode and overrides, resolved into what the worker hands Claude Code."""
     s = scout()
@@ -169,7 +174,7 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
     elif session_cwd and os.path.isdir(session_cwd):
         cwd = session_cwd
     else:
-        cwd = s.settings.allowed_roots[0] if s.settings.allowed_roots else os.getcwd()
+        cwd = default_cwd(s.settings)
     return {
         "mode": mode.name, "mode_prompt": mode.prompt, "cwd": cwd,
         "append_system_prompt": req.get("append_system_prompt"),
@@ -338,7 +343,13 @@ def delete_task(task_id: str):
 @api.get("/sessions")
 def list_sessions():
     limit = int_arg(request.args.get("limit"), "limit", 50, 1, 1000)
-    return {"sessions": scout().store.list_sessions(limit)}
+    after = session_cursor(request.args.get("cursor"))
+    sessions = scout().store.list_sessions(limit + 1, after)
+    more = len(sessions) > limit
+    sessions = sessions[:limit]
+    last = sessions[-1] if more and sessions else None
+    return {"sessions": sessions,
+            "next_cursor": f"{last['last_activity']!r}_{last['session_id']}" if last else None}
 
 
 def get_session_or_404(session_id: str):
@@ -378,6 +389,14 @@ def delete_session(session_id: str):
 @api.get("/modes")
 def list_modes():
     return {"default": DEFAULT_MODE, "modes": [m.to_dict() for m in scout().modes.values()]}
+
+
+@api.get("/config")
+def show_config():
+    """What a client needs to fill in a task: where it may run, and the defaults."""
+    settings = scout().settings
+    return {"default_cwd": default_cwd(settings), "allowed_roots": settings.allowed_roots,
+            "default_mode": DEFAULT_MODE, "max_message_bytes": settings.max_message_bytes}
 
 
 @api.get("/health")

@@ -334,27 +334,29 @@ class Store:
                 " WHERE id = ?", (claude_session_id, cwd, time.time(), session_id))
         self._write(fn)
 
-    def list_sessions(self, limit: int = 50, before: float | None = None) -> list[dict[str, Any]]:
-        """Sessions by last activity, newest first, each with its task count, total cost and
-        last message."""
+    def list_sessions(self, limit: int = 50, after: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+        """Sessions by last activity, newest first, each with its task count, total cost, and
+        first (its title) and last message. ``after`` is the (last_activity, session_id) of
+        the previous page's last row."""
         params: list[Any] = []
         where = ""
-        if before is not None:
-            where = "WHERE s.updated_at < ?"
-            params.append(before)
+        if after is not None:
+            where = "WHERE (s.updated_at, s.id) < (?, ?)"
+            params.extend(after)
         params.append(limit)
         rows = self._read(
             "SELECT s.id, s.cwd, s.created_at, s.updated_at,"
             " (SELECT COUNT(*) FROM tasks t WHERE t.session_id = s.id) AS task_count,"
             " (SELECT COALESCE(SUM(json_extract(t.result, '$.total_cost_usd')), 0)"
             "   FROM tasks t WHERE t.session_id = s.id) AS total_cost,"
+            " (SELECT t.message FROM tasks t WHERE t.session_id = s.id ORDER BY t.num LIMIT 1) AS first_message,"
             " (SELECT t.message FROM tasks t WHERE t.session_id = s.id ORDER BY t.num DESC LIMIT 1) AS last_message,"
             " (SELECT t.status FROM tasks t WHERE t.session_id = s.id ORDER BY t.num DESC LIMIT 1) AS last_status"
-            f" FROM sessions s {where} ORDER BY s.updated_at DESC LIMIT ?", params)
+            f" FROM sessions s {where} ORDER BY s.updated_at DESC, s.id DESC LIMIT ?", params)
         return [{"session_id": r["id"], "cwd": r["cwd"], "task_count": r["task_count"],
-                 "last_message": r["last_message"], "last_status": r["last_status"],
-                 "total_cost_usd": r["total_cost"], "created_at": r["created_at"],
-                 "last_activity": r["updated_at"]} for r in rows]
+                 "first_message": r["first_message"], "last_message": r["last_message"],
+                 "last_status": r["last_status"], "total_cost_usd": r["total_cost"],
+                 "created_at": r["created_at"], "last_activity": r["updated_at"]} for r in rows]
 
     def delete_session(self, session_id: str) -> int | None:
         """Delete a session with its tasks and their events; None if there is no such session."""

@@ -531,7 +531,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         for s in sessions:
             icon = STATUS_ICONS.get(s.get("last_status") or "", "•")
             count = s.get("task_count") or 0
-            label = (f"{icon} {one_line(s.get('last_message') or '(no message)', 48)}  ·  "
+            title = s.get("first_message") or s.get("last_message") or "(no message)"  # how it began
+            label = (f"{icon} {one_line(title, 48)}  ·  "
                      f"{count} task{'s' if count != 1 else ''} · {fmt_ago(s.get('last_activity'), now)}")
             choices.append((label, s["session_id"]))
         return choices, None
@@ -542,6 +543,16 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         descriptions = {m["name"]: m.get("description") or "" for m in doc.get("modes", [])}
         choices = [(name, name) for name in descriptions] or [("Scout", "Scout")]
         return choices, doc.get("default") or choices[0][1], descriptions
+
+    def cwd_hints() -> dict[str, Any]:
+        """The working directory box's placeholder and help, from GET /config."""
+        try:
+            config = client.config()
+        except ScoutAPIError:
+            return gr.update()  # a server without /config: keep the generic hint
+        roots = config.get("allowed_roots") or []
+        return gr.update(placeholder=f"default: {config.get('default_cwd')}",
+                         info=("Must be inside " + ", ".join(roots)) if roots else None)
 
     def status_line(session_id: str, view: TaskView | None = None, extra: str = "") -> str:
         parts = []
@@ -650,7 +661,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 return
             hist, _ = history_choices()
             yield {mode_dd: gr.update(choices=choices, value=default, info=descriptions.get(default, "")),
-                   modes_json: json.dumps(descriptions), history: gr.update(choices=hist, value=None)}
+                   modes_json: json.dumps(descriptions), history: gr.update(choices=hist, value=None),
+                   cwd_box: cwd_hints()}
             if session_id:
                 yield from open_session(conv, session_id)
         except Exception as exc:  # never a traceback in the page

@@ -230,3 +230,17 @@ def body_limit(max_message_bytes: int) -> int:
     """The largest request body read at all (Flask's MAX_CONTENT_LENGTH): room for a message of
     max_message_bytes with every character escaped, plus the other fields; past it, 413."""
     return 16 * max_message_bytes + 1024 * 1024
+
+
+def session_cursor(raw: str | None) -> tuple[float, str] | None:
+    """``GET /sessions?cursor=``: the ``next_cursor`` of the previous page, ``<last_activity>_<session_id>``."""
+    if raw is None or raw == "":
+        return None
+    when, _, session_id = raw.partition("_")
+    try:
+        value = float(when)
+    except ValueError:
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")) or not SESSION_ID.match(session_id):
+        raise ApiError(400, "invalid_parameter", f"cursor must be a next_cursor from GET /sessions, not {raw[:80]!r}")
+    return value, session_id

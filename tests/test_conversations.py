@@ -33,6 +33,41 @@ def test_second_message_resumes_the_conversation(server, model):
     listed = server.get("/sessions").json()["sessions"]
     assert listed[0]["session_id"] == "chat-42" and listed[0]["task_count"] == 2
     assert listed[0]["total_cost_usd"] > 0 and listed[0]["last_message"] == "ECHO-HISTORY what did I say?"
+    assert listed[0]["first_message"] == "my favourite colour is teal"  # its title
+
+
+def test_sessions_page_through_with_a_cursor(server, tmp_path: Path):
+    """Pages of GET /sessions, newest activity first, each session once, none left out."""
+    for name in ("s-a", "s-b", "s-c", "s-d", "s-e"):
+        server.wait(server.chat(f"hello from {name}", session_id=name))
+    server.wait(server.chat("ECHO-HISTORY back to b", session_id="s-b"))  # s-b is now the most recent
+    seen, cursor, pages = [], None, 0
+    while True:
+        doc = server.get("/sessions", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [s["session_id"] for s in doc["sessions"]]
+        pages += 1
+        cursor = doc["next_cursor"]
+        if cursor is None:
+            break
+        assert len(doc["sessions"]) == 2
+    assert seen == ["s-b", "s-e", "s-d", "s-c", "s-a"] and pages == 3
+    whole = server.get("/sessions").json()
+    assert [s["session_id"] for s in whole["sessions"]] == seen and whole["next_cursor"] is None
+    for bad in ("nonsense", "nan_s-a", "1.5_bad id", "inf_s-a"):
+        resp = server.get("/sessions", params={"cursor": bad})
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_parameter", bad
+
+
+def test_config_tells_clients_where_tasks_may_run(make_server, tmp_path: Path):
+    first, second = tmp_path / "one", tmp_path / "two"
+    first.mkdir()
+    second.mkdir()
+    server = make_server(SCOUT_ALLOWED_ROOTS=f"{first}:{second}", SCOUT_MAX_MESSAGE_BYTES="5000")
+    assert server.get("/config").json() == {
+        "default_cwd": str(first.resolve()), "allowed_roots": [str(first.resolve()), str(second.resolve())],
+        "default_mode": "Scout", "max_message_bytes": 5000}
+    task = server.chat("where am I")  # no cwd: the default the config names
+    assert server.wait(task)["cwd"] == str(first.resolve())
 
 
 def test_new_session_without_id_is_generated_and_separate(server):

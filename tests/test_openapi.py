@@ -220,7 +220,7 @@ def test_real_answers_match_the_schemas(live):
     checks = [
         (f"/chat/{task_id}/status", "TaskDetail"), (f"/chat/{task_id}/status?events=false", "TaskDetail"),
         ("/tasks", "TaskList"), ("/sessions", "SessionList"), ("/sessions/contract-1", "SessionDetail"),
-        ("/modes", "ModeList"), ("/health", "Health"),
+        ("/modes", "ModeList"), ("/health", "Health"), ("/config", "Config"),
     ]
     for path, name in checks:
         resp = live.get(path)

@@ -106,6 +106,7 @@ PROTECTED = [
     ("GET", "/sessions/s1", {}),
     ("DELETE", "/sessions/s1", {}),
     ("GET", "/modes", {}),
+    ("GET", "/config", {}),
     ("GET", "/no/such/path", {}),
     ("PUT", "/chat", {}),
 ]

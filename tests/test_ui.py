@@ -181,8 +181,12 @@ def session_in_url(page: "Page") -> str:
 
 
 def test_answer_streams_with_a_live_tool_step_and_cost(page: "Page", stack: Stack, api: ScoutClient,
-                                                       project: Path):
+                                                       project: Path, base: Path):
     open_ui(page, stack)
+    # The working directory box says where a task runs by default, and where it may run.
+    cwd_input = page.locator("#scout-cwd input, #scout-cwd textarea").first
+    expect(cwd_input).to_have_attribute("placeholder", f"default: {base.resolve()}")
+    expect(page.locator("#scout-cwd")).to_contain_text(f"Must be inside {base.resolve()}")
     set_cwd(page, str(project))
     # The command sleeps a little, so the step is seen while the tool still runs.
     send(page, "BASH: sleep 1.5 && ls")
@@ -334,7 +338,7 @@ def test_follow_up_continues_the_session_new_chat_does_not(page: "Page", stack: 
     entries = page.locator("#scout-history label")
     expect(entries.first).to_contain_text("another topic")
     expect(entries.first).to_contain_text("✅")
-    older = entries.filter(has_text=re.compile(r"ECHO-HISTORY\s+·"))
+    older = entries.filter(has_text="first question")  # a session is named by how it began
     expect(older).to_contain_text("2 tasks")
     older.click()
     expect(chat(page)).to_contain_text("ECHO: first question")
