@@ -32,21 +32,23 @@ def fmt_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
+def fmt_duration(seconds: float | None, *, spaced: bool = False, missing: str = "—") -> str:
+    """75 -> '1m15s' for terminals and Markdown; with ``spaced``, '1 min 15 s' for the web UI."""
+    if seconds is None or seconds < 0:
+        return missing
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.1f} s" if spaced else f"{seconds:.1f}s"
     minutes, secs = divmod(int(round(seconds)), 60)
     if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
+        return f"{minutes} min {secs} s" if spaced else f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return f"{hours} h {minutes} min" if spaced else f"{hours}h{minutes:02d}m"
 
 
-def fmt_cost(usd: float | None) -> str:
+def fmt_cost(usd: float | None, missing: str = "—") -> str:
+    """Dollars: four decimals below $1 (a task often costs cents), two above."""
     if usd is None:
-        return "—"
+        return missing
     return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
 
 

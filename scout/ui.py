@@ -32,6 +32,7 @@ import gradio as gr  # noqa: E402
 
 from .client import TERMINAL, ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
 from .supervisor import interrupt_on_sigterm  # noqa: E402
+from .transcript import fmt_cost, fmt_duration  # noqa: E402
 
 log = logging.getLogger("scout.ui")
 
@@ -46,25 +47,6 @@ STATUS_ICONS = {"completed": "✅", "failed": "❌", "cancelled": "⏹️", "run
 
 # =====================================================================================
 # Rendering a task's event log as chat messages (pure functions, no Gradio state)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """1.234 -> '1.2 s', 75 -> '1 min 15 s'."""
-    if seconds is None or seconds < 0:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
-
-
-def fmt_cost(usd: float | None) -> str:
-    if usd is None:
-        return ""
-    return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
 
 
 def fmt_ago(ts: float | None, now: float | None = None) -> str:
@@ -280,11 +262,11 @@ class TaskView:
     def footer(self) -> dict[str, Any] | None:
         """The closing line: outcome, duration and cost; or a placeholder while nothing is shown yet."""
         r = self.result or {}
-        cost = fmt_cost(r.get("total_cost_usd"))
+        cost = fmt_cost(r.get("total_cost_usd"), missing="")
         if r.get("duration_ms") is not None:
-            took = fmt_duration(r["duration_ms"] / 1000)
+            took = fmt_duration(r["duration_ms"] / 1000, spaced=True, missing="")
         elif self.started_at and self.finished_at:
-            took = fmt_duration(self.finished_at - self.started_at)
+            took = fmt_duration(self.finished_at - self.started_at, spaced=True, missing="")
         else:
             took = ""
         turns = r.get("num_turns")

@@ -661,6 +661,15 @@ def test_fence_outlasts_backticks_inside() -> None:
     assert fence("x ```` y", "text") == "`````text\nx ```` y\n`````"
 
 
+def test_durations_and_costs_for_terminals_and_for_the_web_ui() -> None:
+    from scout.transcript import fmt_cost, fmt_duration
+    assert [fmt_duration(x) for x in (1.234, 75, 4000, None)] == ["1.2s", "1m15s", "1h06m", "—"]
+    assert [fmt_duration(x, spaced=True, missing="") for x in (1.234, 75, 4000, None, -1)] == \
+        ["1.2 s", "1 min 15 s", "1 h 6 min", "", ""]
+    assert [fmt_cost(x) for x in (0.01234, 12.5, None)] == ["$0.0123", "$12.50", "—"]
+    assert fmt_cost(None, missing="") == ""
+
+
 def test_prune_against_the_real_server(server: ScoutServer, work: Path) -> None:
     done = [server.chat(f"hello {i}", cwd=str(work)) for i in range(2)]
     docs = [server.wait(t) for t in done]
