@@ -255,6 +255,7 @@ def test_reload_reattaches_to_the_running_task(page: "Page", stack: Stack, api: 
     send(page, "ECHO-HISTORY after the reload")
     expect(chat(page).locator(".scout-queued")).to_be_visible()
     expect(page.locator("#scout-input textarea")).to_have_value("")
+    shot(page, "queued")
     assert newest_task(api)["task_id"] == task["task_id"]  # not sent over the running task
     expect(chat(page)).to_contain_text("word31", timeout=30_000)
     expect(chat(page)).to_contain_text("SLOW: 32 0.25 | ECHO-HISTORY after the reload", timeout=60_000)
