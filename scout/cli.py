@@ -631,11 +631,11 @@ def cmd_sessions(client: ScoutClient, args: argparse.Namespace) -> int:
         out.line("no sessions")
         return EXIT_OK
     now = time.time()
-    out.line(out.style(f"{'ID':<8}  {'TASKS':>5}  {'ACTIVE':>6}  {'LAST':<9}  {'COST':>8}  LAST MESSAGE", "bold"))
+    out.line(out.style(f"{'ID':<8}  {'TASKS':>5}  {'ACTIVE':>6}  {'LAST':<9}  {'COST':>8}  TITLE", "bold"))
     for s in sessions:
         out.line(f"{s['session_id'][:8]}  {s.get('task_count', 0):>5}  {age(s.get('last_activity'), now):>6}  "
                  f"{str(s.get('last_status') or ''):<9}  {fmt_cost(s.get('total_cost_usd')):>8}  "
-                 + short(s.get("last_message") or "", max(20, out.width - 52)))
+                 + short(s.get("first_message") or s.get("last_message") or "", max(20, out.width - 52)))
     return EXIT_OK
 
 

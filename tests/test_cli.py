@@ -460,7 +460,7 @@ def test_sessions_session_modes_health(server: ScoutServer, work: Path) -> None:
     server.wait(second)
     sessions = run_cli("sessions", server=server, cwd=work)
     assert sessions.returncode == 0
-    assert re.search(rf"^{session_id[:8]}\s+2\s+\d+s\s+completed\s+\$\d+\.\d+\s+BASH: ls$", sessions.stdout, re.M), \
+    assert re.search(rf"^{session_id[:8]}\s+2\s+\d+s\s+completed\s+\$\d+\.\d+\s+hello one$", sessions.stdout, re.M), \
         sessions.stdout
     shown = run_cli("session", session_id[:8], server=server, cwd=work)
     assert shown.returncode == 0
