@@ -29,6 +29,7 @@ from .validate import ApiError, check_object, int_arg, load_json, webhook_url_pr
 from .webhooks import WebhookSender, where
 
 log = logging.getLogger("scout.ops")
+WEBHOOK_CURSOR = "webhooks"  # the stored cursor of the webhook notifier
 task_log = logging.getLogger("scout.tasks")
 
 Handler = Callable[[Event, "Task | None"], None]
@@ -38,17 +39,23 @@ class StatusFollower:
     """Reads every status event committed after start() and calls the handlers with it
     (and its task, or None if the task is already gone), in log order."""
 
-    def __init__(self, store: Store, handlers: list[Handler], interval: float = 0.05) -> None:
+    def __init__(self, store: Store, handlers: list[Handler], interval: float = 0.05,
+                 durable: str | None = None, on_drained: Callable[[], None] | None = None) -> None:
         self.store = store
         self.handlers = handlers
         self.interval = interval
+        self.durable = durable  # the name of its stored cursor: it resumes there after a restart
+        self.on_drained = on_drained
         self.cursor = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.cursor = self.store.max_event_id()  # what happened before this server is not news
-        self._thread = threading.Thread(target=self._run, name="scout-status-follower", daemon=True)
+        saved = self.store.get_cursor(self.durable) if self.durable else None
+        # Without a stored cursor, what happened before this server is not news.
+        self.cursor = saved if saved is not None else self.store.max_event_id()
+        name = f"scout-{self.durable or 'status'}-follower"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -84,6 +91,8 @@ class StatusFollower:
                     except Exception:  # noqa: BLE001 - one handler must not starve the others
                         log.exception("status handler %r failed", handler)
             self.cursor = max(self.cursor, cursor)
+            if self.on_drained is not None:
+                self.on_drained()
             if not events or len(events) < 1000:
                 return
 
@@ -96,9 +105,14 @@ class Ops:
         settings = state.settings
         self.retention = Retention(state.store, settings.retention_days, settings.retention_interval,
                                    state.supervisor.log_path)
-        self.webhooks = WebhookSender(settings.webhook_secret)
+        self.webhooks = WebhookSender(settings.webhook_secret, on_settled=self.save_webhook_cursor)
         self.metrics = Metrics(state, self._metric_counts)
-        self.follower = StatusFollower(state.store, [self.log_change, self.observe, self.notify])
+        self.follower = StatusFollower(state.store, [self.log_change, self.observe])
+        # Webhooks read the log on their own, from where the last server left them.
+        self.notifier = StatusFollower(state.store, [self.notify], durable=WEBHOOK_CURSOR,
+                                       on_drained=self.save_webhook_cursor)
+        self._cursor_lock = threading.Lock()
+        self._saved_cursor: int | None = None
 
     def start(self) -> None:
         s = self.state.settings
@@ -106,12 +120,29 @@ class Ops:
             log.warning("SCOUT_WEBHOOK_URL is set without SCOUT_WEBHOOK_SECRET: webhooks go out unsigned")
         self.webhooks.start()
         self.follower.start()
+        self.notifier.start()
         self.retention.start()
 
     def stop(self) -> None:
         self.retention.stop()
         self.follower.stop()
+        self.notifier.stop()
         self.webhooks.stop()
+        self.save_webhook_cursor()  # behind whatever was not sent: the next start sends it
+
+    def save_webhook_cursor(self) -> None:
+        """Store how far webhooks have got: the notifier's cursor, but never past a log event
+        whose deliveries have not settled."""
+        with self._cursor_lock:
+            low = self.webhooks.low_mark()
+            cursor = self.notifier.cursor if low is None else min(low - 1, self.notifier.cursor)
+            if cursor == self._saved_cursor:
+                return
+            try:
+                self.state.store.set_cursor(WEBHOOK_CURSOR, cursor)
+                self._saved_cursor = cursor
+            except StoreError as exc:
+                log.warning("could not store the webhook cursor: %s", exc)
 
     def _metric_counts(self) -> dict[str, Any]:
         return {"webhooks": dict(self.webhooks.counts), "webhook_queue": self.webhooks.pending(),
@@ -172,7 +203,7 @@ class Ops:
                 doc["approval"] = {"tool_use_id": approvals[0]["tool_use_id"], "tool": approvals[0]["tool"]}
         name = "task.waiting" if status == WAITING else "task.finished"
         for url in urls:
-            self.webhooks.send(url, name, doc)
+            self.webhooks.send(url, name, doc, key=f"{event.task_id}/{event.seq}/{url}", mark=event.id)
 
 
 # -- routes ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Task statuses. "waiting" means Claude Code is waiting for a person's approval.
 PENDING, RUNNING, WAITING = "pending", "running", "waiting"
@@ -82,6 +82,13 @@ _MIGRATIONS: list[str] = [
     # 3: list sessions by last activity without a full scan.
     """
     CREATE INDEX sessions_by_activity ON sessions(updated_at);
+    """,
+    # 4: where a durable reader of the log (the webhook notifier) has got to, across restarts.
+    """
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        event_id INTEGER NOT NULL
+    );
     """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -592,6 +599,16 @@ class Store:
 
     def max_event_id(self) -> int:
         return self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+
+    def get_cursor(self, name: str) -> int | None:
+        """The event id a durable reader called ``name`` has handled everything up to."""
+        rows = self._read("SELECT event_id FROM cursors WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def set_cursor(self, name: str, event_id: int) -> None:
+        self._write(lambda conn: conn.execute(
+            "INSERT INTO cursors (name, event_id) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET event_id = excluded.event_id", (name, event_id)))
 
     def tasks_with_events_since(self, event_id: int) -> tuple[int, set[str]]:
         """(newest event id, ids of tasks with events newer than event_id)."""

@@ -6,9 +6,15 @@ key SCOUT_WEBHOOK_SECRET) and tried up to `attempts` times, waiting `backoff`,
 2×`backoff`, 4×`backoff`... between tries, on connection errors, timeouts, 408, 429
 and 5xx answers. Redirects are not followed and proxies are not used: the URL
 checked against SCOUT_WEBHOOK_HOSTS is the one reached.
+
+Deliveries are at least once. The queue lives in memory, but each delivery carries the
+id of the log event it tells of (its *mark*), and the notifier (scout/ops.py) stores how
+far it has read only up to the lowest mark not yet settled: what a crash or a shutdown
+leaves unsent is sent again by the next start, under the same delivery id.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 import hmac
@@ -21,7 +27,7 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from . import __version__
@@ -68,14 +74,24 @@ class Delivery:
     body: bytes = field(compare=False)
     id: str = field(compare=False)
     attempt: int = field(default=0, compare=False)
+    mark: int | None = field(default=None, compare=False)  # the log event it tells of
+
+
+def delivery_id(key: str) -> str:
+    """A delivery id that is the same every time the same news goes to the same URL, so a
+    receiver can drop what a restarted server sends again (deliveries are at least once)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "scout-webhook:" + key))
 
 
 class WebhookSender:
     """A queue of deliveries and the threads that send them."""
 
     def __init__(self, secret: str | None, attempts: int = 4, backoff: float = 1.0,
-                 timeout: float = 5.0, threads: int = 2) -> None:
+                 timeout: float = 5.0, threads: int = 2,
+                 on_settled: Callable[[], None] | None = None) -> None:
         self.secret = secret
+        self.on_settled = on_settled  # called after a delivery succeeded or was given up
+        self._marks: collections.Counter[int] = collections.Counter()  # log event ids not yet settled
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.timeout = timeout
@@ -104,19 +120,39 @@ class WebhookSender:
         with self._cond:
             dropped, self._heap = self._heap, []
         for d in dropped:
-            log.warning("webhook %s to %s dropped at shutdown", d.event, where(d.url),
+            later = " (sent again at the next start)" if d.mark is not None else ""
+            log.warning("webhook %s to %s not sent before shutdown%s", d.event, where(d.url), later,
                         extra=fields(event="webhook", delivery=d.id, result="dropped"))
 
-    def send(self, url: str, event: str, doc: dict[str, Any]) -> str:
-        """Queue one delivery of `doc` (JSON) to url; returns its delivery id. Never blocks."""
-        delivery_id = str(uuid.uuid4())
-        body = json.dumps({**doc, "event": event, "delivery_id": delivery_id},
-                          separators=(",", ":")).encode()
+    def send(self, url: str, event: str, doc: dict[str, Any], key: str | None = None,
+             mark: int | None = None) -> str:
+        """Queue one delivery of `doc` (JSON) to url; returns its delivery id. Never blocks.
+
+        ``key`` makes the delivery id stable (see delivery_id); ``mark`` is the id of the
+        log event the delivery tells of, kept until it settles (see low_mark)."""
+        did = delivery_id(key) if key else str(uuid.uuid4())
+        body = json.dumps({**doc, "event": event, "delivery_id": did}, separators=(",", ":")).encode()
         with self._cond:
+            if mark is not None:
+                self._marks[mark] += 1
             heapq.heappush(self._heap, Delivery(time.monotonic(), next(self._order), url, event, body,
-                                                delivery_id))
+                                                did, mark=mark))
             self._cond.notify()
-        return delivery_id
+        return did
+
+    def low_mark(self) -> int | None:
+        """The lowest log event id with a delivery not yet settled (sent, or given up)."""
+        with self._cond:
+            return min(self._marks) if self._marks else None
+
+    def _settled(self, d: Delivery) -> None:
+        with self._cond:
+            if d.mark is not None:
+                self._marks[d.mark] -= 1
+                if self._marks[d.mark] <= 0:
+                    del self._marks[d.mark]
+        if self.on_settled is not None:
+            self.on_settled()
 
     def pending(self) -> int:
         with self._cond:
@@ -172,6 +208,7 @@ class WebhookSender:
             log.info("webhook %s delivered to %s (HTTP %s, attempt %d)", d.event, where(d.url), status,
                      d.attempt, extra=fields(event="webhook", delivery=d.id, result="delivered",
                                              status=status, attempt=d.attempt))
+            self._settled(d)
             return
         problem = problem or f"HTTP {status}"
         if retry and d.attempt < self.attempts:
@@ -191,3 +228,4 @@ class WebhookSender:
         log.warning("webhook %s to %s failed (%s) after %d attempt(s); giving up", d.event, where(d.url),
                     problem, d.attempt, extra=fields(event="webhook", delivery=d.id, result="failed",
                                                      attempt=d.attempt))
+        self._settled(d)

@@ -374,6 +374,7 @@ class Receiver:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.down = False  # while True, paths under /down answer 503
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -382,7 +383,7 @@ class Receiver:
                 with outer.lock:
                     outer.calls.append({"path": self.path, "headers": dict(self.headers), "body": body})
                     tries = sum(c["path"] == self.path for c in outer.calls)
-                if self.path.startswith("/flaky") and tries == 1:
+                if self.path.startswith("/flaky") and tries == 1 or self.path.startswith("/down") and outer.down:
                     self.send_response(503)
                 elif self.path.startswith("/redirect"):
                     self.send_response(307)
@@ -463,6 +464,36 @@ def test_webhook_retries_and_refuses_redirects(make_server, receiver):
     assert value(m, "scout_webhook_deliveries_total", result="delivered") == 1
     assert value(m, "scout_webhook_deliveries_total", result="retried") == 1
     assert value(m, "scout_webhook_deliveries_total", result="failed") == 1
+
+
+def test_webhooks_outlive_a_server_crash_and_its_downtime(make_server, receiver):
+    """Deliveries are at least once: one still being retried when the server is SIGKILLed,
+    and one for a task that finishes while no server runs, both arrive after a restart."""
+    server = make_server(SCOUT_WEBHOOK_SECRET=SECRET)
+    receiver.down = True
+    early = server.wait(server.chat("finished before the crash", webhook_url=receiver.url + "/down"))
+    first_try = eventually(lambda: receiver.at("/down"), what="a first, failing, try")[0]
+    late = server.chat("SLOW: 30 0.1", webhook_url=receiver.url + "/late")
+    server.wait(late, statuses=("running",))
+    server.kill()  # the retry is lost with the process; the task runs on, detached
+    receiver.down = False
+    store = Store(server.env["SCOUT_DB"])
+    eventually(lambda: store.get_task(late).status == "completed", what="the task to finish unwatched")
+    store.close()
+    assert receiver.at("/late") == []
+
+    again = make_server(start=False)
+    again.env, again.port = server.env, server.port
+    again.start()
+    [late_call] = eventually(lambda: receiver.at("/late"), what="the webhook of the task that ended unwatched")
+    assert signed(late_call)["task_id"] == late and signed(late_call)["status"] == "completed"
+    delivered = eventually(lambda: [c for c in receiver.at("/down")[1:]], what="the lost retry, sent again")
+    body = signed(delivered[-1])
+    assert body["task_id"] == early["task_id"] and body["status"] == "completed"
+    # The same delivery, by its id: a receiver drops what it has already seen.
+    assert delivered[-1]["headers"]["X-Scout-Delivery"] == first_try["headers"]["X-Scout-Delivery"]
+    time.sleep(1.5)
+    assert len(receiver.at("/late")) == 1  # nothing sent twice once it got through
 
 
 def test_webhook_when_a_task_waits_for_approval(make_server, receiver, tmp_path: Path):
