@@ -458,6 +458,12 @@ class Conversation:
             self._cond.notify_all()
             return self.epoch
 
+    def saw_view(self, view: int) -> None:
+        """The page's switch number ``view`` reached the server but changed nothing."""
+        with self._cond:
+            self.view = max(self.view, view)
+            self._cond.notify_all()
+
     def wait_for_view(self, view: int, timeout: float = 10.0) -> None:
         """Wait until the page's switch number ``view`` has been applied (or ``timeout`` s)."""
         deadline = time.monotonic() + timeout
@@ -721,14 +727,17 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False)}
 
     def on_pick(conv: Conversation, session_id: str, page_view: str) -> Iterator[dict[Any, Any]]:
+        view = _int(page_view)
         if not session_id:
+            conv.saw_view(view)  # nothing to open, but a send may be waiting for this number
             yield {}
             return
         try:
             yield {send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False), task_box: ""}
-            yield from open_session(conv, session_id, _int(page_view))
+            yield from open_session(conv, session_id, view)
         except Exception as exc:
-            yield {chatbot: [error_message(exc, "Could not open the session")]}
+            conv.switch(view=view)
+            yield {chatbot: [error_message(exc, "Could not open the session")], session_box: "", task_box: ""}
 
     def on_refresh() -> dict[Any, Any]:
         hist, problem = history_choices()

@@ -145,7 +145,10 @@ def test_conversation_waits_for_the_pages_earlier_switches():
     conv.switch(view=1)  # New chat, the page's first switch, arrives
     send.join(5)
     assert seen == [(1, "")]
+    conv.saw_view(2)  # a switch that changed nothing still counts
     started = time.monotonic()
+    conv.wait_for_view(2)
+    assert time.monotonic() - started < 0.1 and conv.epoch == 2
     conv.wait_for_view(5, timeout=0.3)  # a switch that never arrives holds a send only so long
     assert 0.25 < time.monotonic() - started < 2
 
