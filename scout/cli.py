@@ -386,20 +386,14 @@ def _ask_stop(out: Out, client: ScoutClient, task_id: str) -> None:
     if _isatty(sys.stdin):
         sys.stderr.write("Stop the task? [y/N] ")
         sys.stderr.flush()
-        try:
-            answer = sys.stdin.readline()
-        except KeyboardInterrupt:
-            raise Detach() from None
+        answer = sys.stdin.readline()  # a second Ctrl-C here detaches (see follow_task)
         if not answer:  # EOF
             raise Detach()
         if answer.strip().lower() not in ("y", "yes"):
             out.line(out.style("continuing (Ctrl-C again to ask again)", "dim"))
             return
     out.line(out.style(f"stopping task {task_id} …", "yellow"))
-    try:
-        res = client.stop(task_id)
-    except KeyboardInterrupt:
-        raise Detach() from None
+    res = client.stop(task_id)
     if not res.get("stopped") and res.get("message"):
         out.line(out.style(res["message"], "dim"))
 
@@ -423,13 +417,18 @@ def follow_task(client: ScoutClient, task_id: str, out: Out, *, render: bool = T
                         renderer.last_seq = ev.seq
                 raise CliError(f"the event stream of task {task_id} ended without an end event")
             except KeyboardInterrupt:
-                events.close()
                 if on_interrupt is None:
                     raise
-                if spinner:
-                    spinner.paused = True
-                    out.clear_spinner()
-                on_interrupt()
+                try:
+                    events.close()
+                    if spinner:
+                        spinner.paused = True
+                        out.clear_spinner()
+                    on_interrupt()
+                except KeyboardInterrupt:
+                    # Ctrl-C again, at any point of the question (not only while it waits for
+                    # the answer, which would leave a race with the signal): leave the task be.
+                    raise Detach() from None
                 if spinner:
                     spinner.paused = False
     finally:
