@@ -428,7 +428,7 @@ class Conversation:
     in ``queued`` (shown under the answer) and goes out as a follow-up when it is done.
 
     Gradio may run a tab's events out of order: a message sent right after New chat can
-    reach its handler first. So the page numbers its own switches (``VIEW_JS``), each
+    reach its handler first. So the page numbers its own switches (``VIEW_*_JS``), each
     handler is told the page's number, and a send first waits (``wait_for_view``) until
     the switches the page had made before it have been applied here.
     """
@@ -478,10 +478,12 @@ class Conversation:
     def claim(self, epoch: int, waiting: str | None = None) -> bool:
         """Wait until no task of ``epoch`` is followed, then mark one as followed.
 
-        False if the tab switched conversation meanwhile. ``waiting``, the message
-        this is for, leaves the queue either way."""
+        False if the tab switched conversation meanwhile. ``waiting``, the queued message
+        this is for, goes in its turn (first queued, first sent) and leaves the queue
+        either way."""
         with self._cond:
-            while self.busy and self.epoch == epoch:
+            while self.epoch == epoch and (self.busy or waiting is not None and self.queued
+                                           and self.queued[0] != waiting):
                 self._cond.wait(1.0)
             if waiting is not None and waiting in self.queued:
                 self.queued.remove(waiting)
@@ -664,8 +666,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             yield {}
             return
         conv.wait_for_view(_int(page_view))  # a New chat clicked just before must be in place
-        epoch, queued = conv.epoch, conv.busy
-        if queued:  # a task of this conversation is still running: send this after it
+        epoch, queued = conv.epoch, conv.busy or bool(conv.queued)
+        if queued:  # a task of this conversation is still running: send this after it (and the queue)
             conv.enqueue(text)
             yield {msg_box: "", chatbot: conv.done + conv.live + conv.pending()}
         if not conv.claim(epoch, waiting=text):

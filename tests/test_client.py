@@ -120,6 +120,19 @@ def test_conversation_follows_one_task_and_queues_the_rest():
     waiter.join(5)
     assert order == ["next"] and conv.queued == [] and not conv.busy
 
+    # Several queued messages go out in the order they were sent.
+    assert conv.claim(epoch)
+    waiters = []
+    for text in ("one", "two", "three"):
+        waiters.append(threading.Thread(target=queued_send, args=(text,)))
+        waiters[-1].start()
+        time.sleep(0.05)
+    assert conv.queued == ["one", "two", "three"]
+    conv.release(epoch)
+    for w in waiters:
+        w.join(5)
+    assert order == ["next", "one", "two", "three"] and conv.queued == []
+
     # Switching conversation drops what waited, and frees the waiter at once.
     assert conv.claim(epoch)
     dropped = threading.Thread(target=queued_send, args=("dropped",))
@@ -127,7 +140,7 @@ def test_conversation_follows_one_task_and_queues_the_rest():
     time.sleep(0.2)
     new_epoch = conv.switch()
     dropped.join(5)
-    assert not dropped.is_alive() and order == ["next"] and conv.queued == []
+    assert not dropped.is_alive() and "dropped" not in order and conv.queued == []
     assert not conv.busy and conv.claim(new_epoch)
     conv.release(epoch)  # a stale handler's release changes nothing
     assert conv.busy
