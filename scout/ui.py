@@ -387,6 +387,19 @@ VIEW_NOW_JS = """
 }
 """
 
+# Delete the conversation shown, once the person confirms; either way a switch is counted
+# (the handler gets an empty session id when they do not confirm).
+DELETE_JS = """
+(...args) => {
+  const sid = args[args.length - 2];
+  const ok = sid && confirm("Delete this conversation and all its tasks? Running ones are stopped.");
+  window.scoutView = (window.scoutView || 0) + 1;
+  args[args.length - 1] = String(window.scoutView);
+  if (!ok) { args[args.length - 2] = ""; }
+  return args;
+}
+"""
+
 # Keeps ?session=<id> in the address bar in step with the conversation shown.
 URL_SYNC_JS = """
 (sid) => {
@@ -728,6 +741,19 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 history: gr.update(choices=hist, value=None), status_md: "",
                 send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False)}
 
+    def on_delete(conv: Conversation, session_id: str, page_view: str) -> dict[Any, Any]:
+        if not session_id:  # nothing shown, or not confirmed
+            conv.saw_view(_int(page_view))
+            return {}
+        try:
+            client.delete_session(session_id)  # the server stops its running tasks first
+        except ScoutAPIError as exc:
+            conv.saw_view(_int(page_view))
+            gr.Warning(f"Could not delete the conversation: {exc.message}")
+            return {}
+        gr.Info("Conversation deleted.")
+        return on_new_chat(conv, page_view)
+
     def on_pick(conv: Conversation, session_id: str, page_view: str) -> Iterator[dict[Any, Any]]:
         view = _int(page_view)
         if not session_id:
@@ -778,7 +804,9 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             with gr.Column(scale=1, min_width=270, elem_id="scout-sidebar"):
                 with gr.Row(elem_id="scout-header"):
                     gr.Markdown("# 🔭 Scout\nClaude Code, in the background")
-                new_btn = gr.Button("✏️ New chat", variant="secondary", elem_id="scout-new-chat")
+                with gr.Row():
+                    new_btn = gr.Button("✏️ New chat", variant="secondary", elem_id="scout-new-chat", scale=3)
+                    delete_btn = gr.Button("🗑", variant="secondary", elem_id="scout-delete", scale=0, min_width=48)
                 with gr.Row():
                     gr.Markdown("**History**")
                     refresh_btn = gr.Button("↻", size="sm", min_width=40, scale=0, elem_id="scout-refresh")
@@ -820,6 +848,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
               trigger_mode="multiple", js=VIEW_NOW_JS, **quiet)
         history.input(on_pick, inputs=[state, history, view_box], outputs=everything, js=VIEW_NEXT_JS, **quiet)
         new_btn.click(on_new_chat, inputs=[state, view_box], outputs=everything, js=VIEW_NEXT_JS, **quiet)
+        delete_btn.click(on_delete, inputs=[state, session_box, view_box], outputs=everything, js=DELETE_JS,
+                         **quiet)
         # The chat's own trash button means the same: start afresh (the tasks stay on the server).
         chatbot.clear(on_new_chat, inputs=[state, view_box], outputs=everything, js=VIEW_NEXT_JS, **quiet)
         stop_btn.click(lambda: gr.update(interactive=False), outputs=[stop_btn], queue=False,

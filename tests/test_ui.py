@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from conftest import free_port
-from scout.client import ScoutClient
+from scout.client import ScoutAPIError, ScoutClient
 from stack import ROOT, Stack, kill_tagged, launch, stack_env
 
 CHROMIUM = "/usr/bin/chromium"
@@ -347,6 +347,30 @@ def test_follow_up_continues_the_session_new_chat_does_not(page: "Page", stack: 
     expect(chat(page)).not_to_contain_text("another topic")
     expect(page).to_have_url(re.compile("session=" + first["session_id"]))
     shot(page, "history")
+
+
+def test_delete_a_conversation_after_confirming(page: "Page", stack: Stack, api: ScoutClient):
+    open_ui(page, stack)
+    send(page, "please forget this")
+    expect(chat(page).locator(".scout-done")).to_have_count(1)
+    session_id = session_in_url(page)
+    page.once("dialog", lambda dialog: dialog.dismiss())  # changed their mind: nothing happens
+    page.locator("#scout-delete").click()
+    page.wait_for_timeout(500)
+    assert api.session(session_id)["session_id"] == session_id
+    expect(chat(page)).to_contain_text("ECHO: please forget this")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#scout-delete").click()
+    expect(chat(page)).not_to_contain_text("please forget this")
+    expect(page).not_to_have_url(re.compile(r"session="))
+    expect(page.locator("#scout-history")).not_to_contain_text("please forget this")
+    with pytest.raises(ScoutAPIError) as err:
+        api.session(session_id)
+    assert err.value.status == 404
+    send(page, "a new start")  # the page goes on as after New chat
+    expect(chat(page)).to_contain_text("ECHO: a new start")
+    assert newest_task(api)["session_id"] != session_id
 
 
 def test_mode_switch_and_readable_errors(page: "Page", stack: Stack, api: ScoutClient, base: Path):
