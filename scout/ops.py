@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -110,9 +111,11 @@ class Ops:
         self.follower = StatusFollower(state.store, [self.log_change, self.observe])
         # Webhooks read the log on their own, from where the last server left them.
         self.notifier = StatusFollower(state.store, [self.notify], durable=WEBHOOK_CURSOR,
-                                       on_drained=self.save_webhook_cursor)
+                                       on_drained=lambda: self.save_webhook_cursor(every=1.0))
         self._cursor_lock = threading.Lock()
         self._saved_cursor: int | None = None
+        self._saved_at = 0.0
+        self._cursor_error: str | None = None
 
     def start(self) -> None:
         s = self.state.settings
@@ -130,19 +133,22 @@ class Ops:
         self.webhooks.stop()
         self.save_webhook_cursor()  # behind whatever was not sent: the next start sends it
 
-    def save_webhook_cursor(self) -> None:
+    def save_webhook_cursor(self, every: float = 0.0) -> None:
         """Store how far webhooks have got: the notifier's cursor, but never past a log event
-        whose deliveries have not settled."""
+        whose deliveries have not settled. ``every``: not more often than that (seconds) --
+        the log moves on with every event, and a cursor a little behind costs only a re-read."""
         with self._cursor_lock:
             low = self.webhooks.low_mark()
             cursor = self.notifier.cursor if low is None else min(low - 1, self.notifier.cursor)
-            if cursor == self._saved_cursor:
+            if cursor == self._saved_cursor or time.monotonic() - self._saved_at < every:
                 return
             try:
                 self.state.store.set_cursor(WEBHOOK_CURSOR, cursor)
-                self._saved_cursor = cursor
+                self._saved_cursor, self._saved_at, self._cursor_error = cursor, time.monotonic(), None
             except StoreError as exc:
-                log.warning("could not store the webhook cursor: %s", exc)
+                if str(exc) != self._cursor_error:  # once per kind of failure, not on every read
+                    log.warning("could not store the webhook cursor: %s", exc)
+                self._cursor_error = str(exc)
 
     def _metric_counts(self) -> dict[str, Any]:
         return {"webhooks": dict(self.webhooks.counts), "webhook_queue": self.webhooks.pending(),
