@@ -43,7 +43,7 @@ import psutil
 import setproctitle
 
 from .config import Settings
-from .store import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, TERMINAL, Store, StoreError, Task
+from .store import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, Store, StoreError, Task
 
 log = logging.getLogger("scout.supervisor")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from typing import Any
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "id\n" through.
