@@ -18,6 +18,7 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import html  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -651,6 +652,17 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
 
     # -- event handlers ---------------------------------------------------------------
 
+    def ends_quietly(handler: Any) -> Any:
+        """When a generator handler ends, Gradio sends its last yield once more. A handler that
+        went stale (the tab switched conversation) would then paint the old conversation over
+        the new one: so every streaming handler ends on a yield that changes nothing."""
+        @functools.wraps(handler)
+        def run(*args: Any, **kwargs: Any) -> Iterator[dict[Any, Any]]:
+            yield from handler(*args, **kwargs)
+            yield {chatbot: gr.skip()}
+        return run
+
+
     def on_load(conv: Conversation, request: gr.Request) -> Iterator[dict[Any, Any]]:
         try:
             conv.switch()
@@ -839,14 +851,15 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                       mode_dd, modes_json, cwd_box, status_md]
         quiet: dict[str, Any] = dict(show_progress="hidden", concurrency_limit=None, api_visibility="private")
 
-        demo.load(on_load, inputs=[state], outputs=everything, **quiet)
+        demo.load(ends_quietly(on_load), inputs=[state], outputs=everything, **quiet)
         send_inputs = [state, msg_box, mode_dd, cwd_box, extra_box, view_box]
         # One event for Enter and the Send button. Each send runs at once ("multiple"): one sent
         # while a task runs waits in Conversation.claim and then goes out as a follow-up. No
         # `cancels=` anywhere: switching conversation bumps the epoch, which stops stale handlers.
-        gr.on([msg_box.submit, send_btn.click], on_send, inputs=send_inputs, outputs=everything,
+        gr.on([msg_box.submit, send_btn.click], ends_quietly(on_send), inputs=send_inputs, outputs=everything,
               trigger_mode="multiple", js=VIEW_NOW_JS, **quiet)
-        history.input(on_pick, inputs=[state, history, view_box], outputs=everything, js=VIEW_NEXT_JS, **quiet)
+        history.input(ends_quietly(on_pick), inputs=[state, history, view_box], outputs=everything,
+                      js=VIEW_NEXT_JS, **quiet)
         new_btn.click(on_new_chat, inputs=[state, view_box], outputs=everything, js=VIEW_NEXT_JS, **quiet)
         delete_btn.click(on_delete, inputs=[state, session_box, view_box], outputs=everything, js=DELETE_JS,
                          **quiet)
