@@ -85,33 +85,39 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def resolve_task(client: ScoutClient, ref: str) -> str:
-    """A full task id from an id or a unique prefix of one (searching the newest 5000 tasks)."""
+def _id_or_prefix(ref: str, kind: str) -> tuple[str, bool]:
+    """(a full id, True) or (a lower-case prefix of at least 4 characters, False)."""
     ref = ref.strip()
     if UUID.match(ref):
-        return ref.lower()
+        return ref.lower(), True
     if len(ref) < 4:
-        raise CliError(f"{ref!r} is too short to name a task: give at least 4 characters of its id")
+        raise CliError(f"{ref!r} is too short to name a {kind}: give at least 4 characters of its id")
+    return ref.lower(), False
+
+
+def resolve_task(client: ScoutClient, ref: str) -> str:
+    """A full task id from an id or a unique prefix of one (searching the newest 5000 tasks)."""
+    prefix, full = _id_or_prefix(ref, "task")
+    if full:
+        return prefix
     matches: list[str] = []
     cursor = None
     for _ in range(5):
         page = client.tasks(limit=1000, cursor=cursor)
-        matches += [t["task_id"] for t in page["tasks"] if t["task_id"].startswith(ref.lower())]
+        matches += [t["task_id"] for t in page["tasks"] if t["task_id"].startswith(prefix)]
         cursor = page.get("next_cursor")
         if not cursor:
             break
-    return _one(matches, "task", ref)
+    return _one(matches, "task", ref.strip())
 
 
 def resolve_session(client: ScoutClient, ref: str) -> str:
     """A full session id from an id or a unique prefix of one (among the newest 1000 sessions)."""
-    ref = ref.strip()
-    if UUID.match(ref):
-        return ref.lower()
-    if len(ref) < 4:
-        raise CliError(f"{ref!r} is too short to name a session: give at least 4 characters of its id")
+    prefix, full = _id_or_prefix(ref, "session")
+    if full:
+        return prefix
     sessions = client.sessions(limit=1000)["sessions"]
-    return _one([s["session_id"] for s in sessions if s["session_id"].startswith(ref.lower())], "session", ref)
+    return _one([s["session_id"] for s in sessions if s["session_id"].startswith(prefix)], "session", ref.strip())
 
 
 def follow(client: ScoutClient, task_id: str, after: int = 0) -> Iterator[SSEEvent]:
