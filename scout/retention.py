@@ -61,6 +61,9 @@ class Retention:
             before = self.store.size_bytes()
             cutoff = time.time() - older_than_days * DAY
             out = self.store.prune_finished(cutoff)
+            # Counted as soon as the rows are gone, not after the slower compaction below.
+            self.totals["tasks"] += out["tasks"]
+            self.totals["events"] += out["events"]
             logs_freed = sum(self._remove_log(task_id) for task_id in out["task_ids"])
             compacted: dict[str, Any] = {}
             if out["tasks"]:
@@ -68,8 +71,6 @@ class Retention:
                 counts = self.store.count_by_status()
                 compacted = self.store.compact(vacuum=not any(counts[s] for s in ACTIVE))
             freed = max(0, before - self.store.size_bytes()) + logs_freed
-            self.totals["tasks"] += out["tasks"]
-            self.totals["events"] += out["events"]
             result = {"deleted_tasks": out["tasks"], "deleted_events": out["events"],
                       "deleted_sessions": out["sessions"], "freed_bytes": freed}
             self.last_run = {**result, "time": time.time(), "older_than_days": older_than_days}
