@@ -708,11 +708,25 @@ class Store:
 
     # -- approvals ---------------------------------------------------------------
 
-    def ask_approval(self, task_id: str, tool_use_id: str, tool: str, tool_input: dict[str, Any]) -> None:
+    def ask_approval(self, task_id: str, tool_use_id: str, tool: str, tool_input: dict[str, Any],
+                     request: dict[str, Any]) -> None:
+        """Open an approval, move a running task to waiting and log the approval_request
+        event (`request`), in one transaction: whoever sees "waiting" also finds the request.
+        A task whose stop was requested stays running (it is about to be ended)."""
+        now = time.time()
+        cap = self.max_events_per_task
+
         def fn(conn):
             conn.execute(
                 "INSERT OR IGNORE INTO approvals (task_id, tool_use_id, tool, input, asked_at)"
-                " VALUES (?, ?, ?, ?, ?)", (task_id, tool_use_id, tool, json.dumps(tool_input), time.time()))
+                " VALUES (?, ?, ?, ?, ?)", (task_id, tool_use_id, tool, json.dumps(tool_input), now))
+            if conn.execute("UPDATE tasks SET status = ? WHERE id = ? AND status = ? AND stop_requested = 0",
+                            (WAITING, task_id, RUNNING)).rowcount:
+                _append(conn, task_id, "status", {"status": WAITING}, now)
+            if cap:
+                _append_capped(conn, task_id, "approval_request", request, now, cap)
+            else:
+                _append(conn, task_id, "approval_request", request, now)
         self._write(fn)
 
     def open_approvals(self, task_id: str) -> list[dict[str, Any]]:

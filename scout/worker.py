@@ -92,9 +92,7 @@ def _approver(store: Store, task: Task, spec: dict[str, Any]):
                                                               "reason": "not allowed in this mode"})
             return PermissionResultDeny(message=f"{tool} is not allowed in mode {task.options.get('mode')}")
         tool_use_id = context.tool_use_id or f"{tool}-{time.time()}"
-        store.ask_approval(task.id, tool_use_id, tool, tool_input)
-        store.transition(task.id, WAITING, (RUNNING,), unless_stop_requested=True)
-        store.append_event(task.id, "approval_request", {
+        store.ask_approval(task.id, tool_use_id, tool, tool_input, {
             "tool_use_id": tool_use_id, "tool": tool, "input": tool_input,
             "title": context.title, "timeout": timeout})
         deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_sse, tagged_processes, wait_for
+from scout.store import Store
 
 
 def requests_with(model, text: str) -> list[dict]:
@@ -239,6 +240,23 @@ def wait_waiting(server, task_id: str) -> dict:
     doc = server.wait(task_id, statuses=("waiting", "completed", "failed", "cancelled"))
     assert doc["status"] == "waiting", doc
     return next(e for e in doc["events"] if e["type"] == "approval_request")
+
+
+def test_waiting_and_its_request_are_logged_together(tmp_path: Path):
+    """Whoever reads "waiting" finds the approval_request too: one transaction writes both."""
+    store = Store(str(tmp_path / "unit.db"))
+    asked, stopping = (store.create_task("m", {}) for _ in range(2))
+    for task in (asked, stopping):
+        store.transition(task.id, "running", ("pending",))
+    store.request_stop(stopping.id)
+    for task in (asked, stopping):
+        store.ask_approval(task.id, "tu1", "Write", {"file_path": "x"}, {"tool_use_id": "tu1", "tool": "Write"})
+    tail = [(e.type, e.payload.get("status")) for e in store.events_after(asked.id)][-2:]
+    assert store.get_task(asked.id).status == "waiting"
+    assert tail == [("status", "waiting"), ("approval_request", None)]
+    assert store.get_task(stopping.id).status == "running"  # a stop is on its way: no waiting
+    assert store.events_after(stopping.id)[-1].type == "approval_request"
+    assert [a["tool_use_id"] for a in store.open_approvals(asked.id)] == ["tu1"]
 
 
 def test_approval_allow_runs_the_tool(careful, tmp_path: Path):

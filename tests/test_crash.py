@@ -162,7 +162,7 @@ def test_older_schema_migrates(tmp_path: Path):
     store = Store(db)
     assert store.schema_version() == store_mod.SCHEMA_VERSION
     assert store.get_task("11111111-1111-1111-1111-111111111111").message == "old"
-    store.ask_approval("11111111-1111-1111-1111-111111111111", "tu1", "Write", {})
+    store.ask_approval("11111111-1111-1111-1111-111111111111", "tu1", "Write", {}, {"tool": "Write"})
     assert store.open_approvals("11111111-1111-1111-1111-111111111111")[0]["tool"] == "Write"
 
 
