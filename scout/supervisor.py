@@ -255,13 +255,18 @@ class WorkerProc:
     spawned: Future = field(default_factory=Future)
 
 
-def task_processes(task_id: str, root_pid: int | None = None) -> list[psutil.Process]:
-    """Every live process of a task: the leader's descendants plus everything tagged with it."""
+def task_processes(task_id: str, root_pid: int | None = None,
+                   root_started: float | None = None) -> list[psutil.Process]:
+    """Every live process of a task: the leader's descendants plus everything tagged with it.
+
+    The leader counts when it is tagged, or when it is the very process the zygote reported
+    (pid and start time): a leader forked a moment ago has not set its title yet.
+    """
     found: dict[int, psutil.Process] = {}
     if root_pid:
         try:
             root = psutil.Process(root_pid)
-            if _tagged(root, task_id):
+            if _tagged(root, task_id) or _same_start(root, root_started):
                 found[root.pid] = root
                 for child in root.children(recursive=True):
                     found[child.pid] = child
@@ -287,6 +292,13 @@ def _tagged(proc: psutil.Process, task_id: str) -> bool:
         return False
 
 
+def _same_start(proc: psutil.Process, started: float | None) -> bool:
+    try:
+        return started is not None and abs(proc.create_time() - started) < 0.05
+    except psutil.Error:
+        return False
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -294,12 +306,14 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def kill_tree(task_id: str, root_pid: int | None, grace: float) -> int:
+def kill_tree(task_id: str, root_pid: int | None, grace: float, root_started: float | None = None) -> int:
     """SIGTERM every process of the task, SIGKILL what is left after `grace`; returns how many.
 
     Sweeps again until a sweep finds nothing, so processes forked meanwhile are caught too.
+    `root_started` (the leader's start time as the zygote reported it) lets a leader that
+    has not yet set its title be found.
     """
-    procs = task_processes(task_id, root_pid)
+    procs = task_processes(task_id, root_pid, root_started)
     total = len(procs)
     for proc in procs:
         _signal(proc, signal.SIGTERM)
@@ -308,7 +322,7 @@ def kill_tree(task_id: str, root_pid: int | None, grace: float) -> int:
         time.sleep(0.05)
         procs = [p for p in procs if _alive(p)]
     for _ in range(50):
-        procs = task_processes(task_id, root_pid)
+        procs = task_processes(task_id, root_pid, root_started)
         if not procs:
             break
         total += len(procs)
@@ -406,7 +420,7 @@ class Supervisor:
         for task in self.store.tasks_in(ACTIVE):
             if identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
-                    kill_tree(task.id, task.worker_pid, self.settings.stop_grace)
+                    kill_tree(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
                     self.store.transition(task.id, CANCELLED, ACTIVE)
                     summary["cancelled"] += 1
                     continue
@@ -470,7 +484,7 @@ class Supervisor:
                 pid = proc.spawned.result(timeout=10)
             except Exception:  # noqa: BLE001 - spawning failed; nothing of it can be running
                 pid = None
-        kill_tree(task_id, pid, self.settings.stop_grace)
+        kill_tree(task_id, pid, self.settings.stop_grace, proc.started if proc is not None else None)
         self.store.transition(task_id, CANCELLED, ACTIVE)
         self._forget(task_id)
         self.on_change(task_id)
@@ -603,7 +617,7 @@ class Supervisor:
             if proc.state == STOPPING:
                 return
             proc.state = STOPPING
-        kill_tree(proc.task_id, proc.pid, self.settings.stop_grace)
+        kill_tree(proc.task_id, proc.pid, self.settings.stop_grace, proc.started)
         self.store.transition(proc.task_id, FAILED, ACTIVE, error=reason)
         self._forget(proc.task_id)
         self.on_change(proc.task_id)

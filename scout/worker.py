@@ -32,8 +32,8 @@ def run(spec: dict[str, Any]) -> int:
     store = Store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"))
     store.max_events_per_task = spec.get("max_events_per_task")  # past it: EventCapError, the task fails
     task = store.get_task(spec["task_id"])
-    if task is None or task.status not in ACTIVE:
-        return 0
+    if task is None or task.status not in ACTIVE or task.stop_requested:
+        return 0  # stopped before it began: a stop's sweep may have come before our title
     try:
         asyncio.run(_drive(store, task, spec))
         return 0

@@ -1,13 +1,18 @@
 """The task API on the event log, end to end: real server, real CLI, scripted model."""
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 from conftest import processes_matching, read_sse, tagged_processes
+from scout import supervisor, worker
+from scout.store import Store
 
 LONG_COMMAND = "python3 -c 'import time; time.sleep(300)' # scout-long-{}"
 
@@ -137,6 +142,35 @@ def test_stop_kills_a_long_bash_command(server, tmp_path: Path):
     assert processes_matching(f"scout-long-{marker}") == []
     assert tagged_processes(task_id) == []
     assert server.status(task_id)["status"] == "cancelled"
+
+
+def test_stop_finds_a_leader_that_has_not_set_its_title_yet():
+    """Just after the zygote forks it, a leader carries neither tag nor title; the stop
+    still finds it by the pid and start time the zygote reported."""
+    task_id = "00000000-0000-0000-0000-00000000feed"
+    young = subprocess.Popen(["sleep", "60"])
+    try:
+        started = psutil.Process(young.pid).create_time()
+        assert supervisor.task_processes(task_id, young.pid) == []
+        assert [p.pid for p in supervisor.task_processes(task_id, young.pid, started)] == [young.pid]
+        assert supervisor.task_processes(task_id, young.pid, started - 5) == []  # another process
+        assert supervisor.kill_tree(task_id, young.pid, 2.0, started) >= 1
+        assert young.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        young.kill()
+        young.wait()
+
+
+def test_a_worker_whose_task_is_being_stopped_does_not_start(tmp_path: Path):
+    """The other half of that race: a worker forked after the stop's sweep ends at once."""
+    store = Store(str(tmp_path / "unit.db"))
+    task = store.create_task("never run", {})
+    store.transition(task.id, "running", ("pending",))
+    store.request_stop(task.id)
+    before = store.events_after(task.id)
+    spec = {"task_id": task.id, "db": store.path, "claude_path": str(tmp_path / "no-claude")}
+    assert worker.run(spec) == 0
+    assert store.events_after(task.id) == before
 
 
 def test_pending_task_is_cancelled_without_starting(make_server):
