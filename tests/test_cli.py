@@ -389,8 +389,8 @@ def test_tasks_table_and_filters(server: ScoutServer, work: Path) -> None:
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert re.match(r"ID\s+STATUS\s+AGE\s+MODE\s+MESSAGE$", lines[0])
-    assert re.match(rf"{bad[:8]}\s+failed\s+\d+s\s+Scout\s+ERROR: 401$", lines[1]), lines
-    assert re.match(rf"{ok[:8]}\s+completed\s+\d+s\s+Scout\s+BASH: ls$", lines[2]), lines
+    assert re.match(rf"{bad[:8]}\s+failed\s+\d+[sm]\s+Scout\s+ERROR: 401$", lines[1]), lines
+    assert re.match(rf"{ok[:8]}\s+completed\s+\d+[sm]\s+Scout\s+BASH: ls$", lines[2]), lines
     assert len(lines) == 3
     failed = run_cli("tasks", "--status", "failed", server=server, cwd=work).stdout.splitlines()
     assert len(failed) == 2 and failed[1].startswith(bad[:8])

@@ -194,7 +194,7 @@ def test_max_turns_reached_fails_readably(server, tmp_path: Path):
 # -- live text, results, errors ---------------------------------------------------------
 
 def test_deltas_arrive_before_the_whole_message(server):
-    task_id = server.chat("SLOW: 8 0.1")
+    task_id = server.chat("SLOW: 8 0.3")  # 2.4 s of deltas: a stalled CLI cannot squeeze them into 0.3 s
     with server.get(f"/chat/{task_id}/stream", stream=True) as resp:
         events = list(read_sse(resp))
     types = [e["event"] for e in events]

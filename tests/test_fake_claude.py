@@ -90,7 +90,7 @@ def test_badjson_raises_decode_error(tmp_path: Path) -> None:
 
 
 def test_hang_yields_init_then_blocks(tmp_path: Path) -> None:
-    outcome = drive("hang", tmp_path, wait=2.0)
+    outcome = drive("hang", tmp_path, wait=5.0)  # time for a slow start to print init
     assert outcome.blocked
     [init] = outcome.messages
     assert isinstance(init, SystemMessage) and init.data["session_id"]
@@ -99,7 +99,7 @@ def test_hang_yields_init_then_blocks(tmp_path: Path) -> None:
 
 
 def test_silent_blocks_in_initialize(tmp_path: Path) -> None:
-    outcome = drive("silent", tmp_path, wait=2.0)
+    outcome = drive("silent", tmp_path, wait=5.0)
     assert outcome.blocked
     assert outcome.messages == []
     assert isinstance(outcome.error, ProcessError)

@@ -432,7 +432,7 @@ def test_webhooks_one_signed_call_per_finished_task(make_server, receiver):
     server.wait(cancelled, statuses=("running",))
     server.post(f"/chat/{cancelled}/stop")
     docs = {t: server.wait(t) for t in own + [plain, cancelled]}
-    eventually(lambda: len(receiver.at("/all")) >= 4, what="4 calls to the global hook")
+    eventually(lambda: len(receiver.calls) >= 4 + 2 + 1, what="4 calls to the global hook, 3 to the tasks' own")
     time.sleep(1.5)  # nothing more may come
     got = [signed(c) for c in receiver.at("/all")]
     assert sorted(b["task_id"] for b in got) == sorted(docs)
@@ -446,8 +446,9 @@ def test_webhooks_one_signed_call_per_finished_task(make_server, receiver):
     [call] = receiver.at("/cancel")
     assert signed(call)["status"] == "cancelled"
     assert len(receiver.calls) == 4 + 2 + 1
-    m = scrape(server)
-    assert value(m, "scout_webhook_deliveries_total", result="delivered") == 7
+    # Counted once the sender has the answer, a moment after the receiver has the call.
+    eventually(lambda: value(scrape(server), "scout_webhook_deliveries_total", result="delivered") == 7,
+               timeout=10, what="7 deliveries counted")
 
 
 def test_webhook_retries_and_refuses_redirects(make_server, receiver):
@@ -461,10 +462,12 @@ def test_webhook_retries_and_refuses_redirects(make_server, receiver):
     time.sleep(2.5)
     assert len(receiver.at("/flaky")) == 2 and len(receiver.at("/redirect")) == 1
     assert receiver.at("/elsewhere") == []
-    m = scrape(server)
-    assert value(m, "scout_webhook_deliveries_total", result="delivered") == 1
-    assert value(m, "scout_webhook_deliveries_total", result="retried") == 1
-    assert value(m, "scout_webhook_deliveries_total", result="failed") == 1
+
+    def counted() -> bool:
+        m = scrape(server)
+        return all(value(m, "scout_webhook_deliveries_total", result=r) == 1
+                   for r in ("delivered", "retried", "failed"))
+    eventually(counted, timeout=10, what="one delivered, one retried and one failed call counted")
 
 
 def test_webhooks_outlive_a_server_crash_and_its_downtime(make_server, receiver):
@@ -584,9 +587,10 @@ def test_log_lines_for_requests_and_state_changes(make_server, receiver, fmt):
         made[-1] = ("GET", "/chat/x\\ninjected line/status", 404)
         assert sorted((d["method"], d["path"], d["status"]) for d in requests_logged) == sorted(made)
         assert all(isinstance(d["duration_ms"], float) and d["level"] == "info" for d in requests_logged)
-        changes = [d for d in parsed() if d.get("event") == "task_status"]
-        for task_id in ids:
-            mine = [d for d in changes if d["task_id"] == task_id]
+        for task_id in ids:  # written by the status follower, a thread of its own: wait for it
+            mine = eventually(lambda: (lambda m: m if len(m) >= 3 else None)(
+                [d for d in parsed() if d.get("event") == "task_status" and d["task_id"] == task_id]),
+                what="the task's status lines")
             assert [d["status"] for d in mine] == ["pending", "running", "completed"]
             assert all(d["duration_s"] >= 0 for d in mine) and mine[-1]["run_s"] >= 0
             assert mine[-1]["session_id"] == server.status(task_id)["session_id"]
@@ -603,8 +607,9 @@ def test_log_lines_for_requests_and_state_changes(make_server, receiver, fmt):
         made[-1] = ("GET", "/chat/x\\ninjected line/status", 404)
         assert sorted(got) == sorted(made)
         assert not any(x.startswith("injected") for x in lines())
-        for task_id in ids:
-            mine = [x for x in lines() if f"scout.tasks: task {task_id} " in x]
+        for task_id in ids:  # written by the status follower, a thread of its own: wait for it
+            mine = eventually(lambda: (lambda m: m if len(m) >= 3 else None)(
+                [x for x in lines() if f"scout.tasks: task {task_id} " in x]), what="the task's status lines")
             assert [x.split(f"task {task_id} ")[1].split()[0] for x in mine] == ["pending", "running", "completed"]
             assert re.search(r"completed [\d.]+s after it was created, ran [\d.]+s$", mine[-1]), mine[-1]
     text = server.log()
