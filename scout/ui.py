@@ -512,6 +512,14 @@ class Conversation:
                 self.busy, self.live = False, []
                 self._cond.notify_all()
 
+    def shown(self, live: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """What the chat shows: earlier tasks, the followed task and the queue. ``live``, what
+        the followed task shows now, is kept: a send queued meanwhile repaints the chat
+        from here, and must not drop the answer in progress."""
+        if live is not None:
+            self.live = live
+        return self.done + self.live + self.pending()
+
     def pending(self) -> list[dict[str, Any]]:
         """The queued messages, as chat bubbles."""
         return [{"role": "user", "content": f'{text}\n\n<div class="scout-note scout-queued">🕓 queued: '
@@ -579,9 +587,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 now = time.monotonic()
                 if event.type != "text_delta" or now - last_yield >= YIELD_EVERY or event.is_end:
                     last_yield = now
-                    conv.live = view.messages()
-                    yield {chatbot: conv.done + conv.live + conv.pending(),
-                           status_md: status_line(conv.session_id, view)}
+                    yield {chatbot: conv.shown(view.messages()), status_md: status_line(conv.session_id, view)}
         except ScoutAPIError as exc:
             if conv.epoch != epoch:
                 return
@@ -589,7 +595,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             problem["content"] = problem["content"].replace(
                 "</div>", " The task keeps running on the server: reload the page to re-attach.</div>")
             conv.done = conv.done + view.messages() + [problem]
-            yield {chatbot: conv.done, status_md: status_line(conv.session_id, view, "stream lost")}
+            yield {chatbot: conv.shown([]), status_md: status_line(conv.session_id, view, "stream lost")}
             return
         if view.active:  # the stream ended without saying how: ask once
             try:
@@ -598,8 +604,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 pass
         if conv.epoch != epoch:
             return
-        conv.done, conv.live = conv.done + view.messages(), []
-        yield {chatbot: conv.done + conv.pending(), status_md: status_line(conv.session_id, view)}
+        conv.done = conv.done + view.messages()
+        yield {chatbot: conv.shown([]), status_md: status_line(conv.session_id, view)}
 
     def open_session(conv: Conversation, session_id: str, view: int | None = None) -> Iterator[dict[Any, Any]]:
         """Show a session's whole conversation; re-attach to its running task, if any."""
@@ -634,7 +640,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 if not followed and not conv.claim(epoch):
                     return
                 followed = True
-                yield {**settings, chatbot: conv.done + view.messages(), task_box: view.task_id,
+                yield {**settings, chatbot: conv.shown(view.messages()), task_box: view.task_id,
                        send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
                        status_md: status_line(session_id, view)}
                 yield from follow(conv, view, epoch)
@@ -694,13 +700,13 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         epoch, queued = conv.epoch, conv.busy or bool(conv.queued)
         if queued:  # a task of this conversation is still running: send this after it (and the queue)
             conv.enqueue(text)
-            yield {msg_box: "", chatbot: conv.done + conv.live + conv.pending()}
+            yield {msg_box: "", chatbot: conv.shown()}
         if not conv.claim(epoch, waiting=text):
             yield {}  # the tab moved on to another conversation: the queued message goes with it
             return
         try:
-            yield {msg_box: "", chatbot: conv.done + [{"role": "user", "content": text},
-                                                      notice("⏳ Sending…", kind="live")] + conv.pending()}
+            yield {msg_box: "", chatbot: conv.shown([{"role": "user", "content": text},
+                                                     notice("⏳ Sending…", kind="live")])}
             try:
                 started = client.post_chat(text, session_id=conv.session_id or None, mode=mode or None,
                                            cwd=(cwd or "").strip() or None,
@@ -709,14 +715,14 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 conv.done = conv.done + [{"role": "user", "content": text},
                                          error_message(exc, "Could not start the task")]
                 # Give the text back to send again (unless it waited: the box may hold a newer one).
-                yield {chatbot: conv.done + conv.pending(), **({} if queued else {msg_box: text})}
+                yield {chatbot: conv.shown([]), **({} if queued else {msg_box: text})}
                 return
             if conv.epoch != epoch:
                 return
             conv.session_id = started["session_id"]
             view = TaskView(task_id=started["task_id"], message=text, status=started.get("status", "pending"))
             hist, _ = history_choices()
-            yield {chatbot: conv.done + view.messages() + conv.pending(), session_box: conv.session_id,
+            yield {chatbot: conv.shown(view.messages()), session_box: conv.session_id,
                    task_box: view.task_id, history: gr.update(choices=hist, value=conv.session_id),
                    send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
                    status_md: status_line(conv.session_id, view)}
@@ -728,8 +734,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                    history: gr.update(choices=hist, value=conv.session_id)}
         except Exception as exc:
             if conv.epoch == epoch:
-                conv.done = conv.done + [error_message(exc, "Something went wrong")]
-                yield {chatbot: conv.done, task_box: "", send_btn: gr.update(visible=True),
+                conv.done = conv.done + conv.live + [error_message(exc, "Something went wrong")]
+                yield {chatbot: conv.shown([]), task_box: "", send_btn: gr.update(visible=True),
                        stop_btn: gr.update(visible=False)}
         finally:
             conv.release(epoch)

@@ -254,6 +254,8 @@ def test_reload_reattaches_to_the_running_task(page: "Page", stack: Stack, api: 
     # A message sent while it runs waits its turn, shown as queued, then goes out as a follow-up.
     send(page, "ECHO-HISTORY after the reload")
     expect(chat(page).locator(".scout-queued")).to_be_visible()
+    shown = chat(page).inner_text()  # the same paint that showed the queued message
+    assert "SLOW: 60 0.25" in shown and "word0" in shown, shown  # the answer in progress stays
     expect(page.locator("#scout-input textarea")).to_have_value("")
     shot(page, "queued")
     assert newest_task(api)["task_id"] == task["task_id"]  # not sent over the running task
@@ -267,6 +269,30 @@ def test_reload_reattaches_to_the_running_task(page: "Page", stack: Stack, api: 
     assert api.status(task["task_id"], events=False)["status"] == "completed"
     follow_up = newest_task(api)
     assert follow_up["message"] == "ECHO-HISTORY after the reload" and follow_up["session_id"] == session_id
+
+
+def test_a_message_queued_after_a_reload_keeps_the_quiet_task_in_view(page: "Page", stack: Stack,
+                                                                      api: ScoutClient, project: Path):
+    """After a reload, a message queued behind the re-attached task must not blank its answer,
+    also while the task is quiet (a long tool step sends nothing to repaint it)."""
+    open_ui(page, stack)
+    set_cwd(page, str(project))
+    send(page, "BASH: python3 -c 'import time; time.sleep(300)'")
+    step = chat(page).get_by_text("Bash · python3 -c")
+    expect(step).to_be_visible(timeout=60_000)
+    task = newest_task(api)
+    page.reload()
+    expect(step).to_be_visible(timeout=30_000)
+    expect(page.locator("#scout-stop")).to_be_visible()
+    send(page, "after the quiet step")
+    expect(chat(page).locator(".scout-queued")).to_be_visible()
+    shown = chat(page).inner_text()  # the same paint that showed the queued message
+    assert "Bash · python3 -c" in shown and "BASH: python3 -c" in shown, shown
+    shot(page, "queued-behind-quiet-step")
+    api.stop(task["task_id"])  # then the queued message goes out, in the same session
+    expect(chat(page)).to_contain_text("ECHO: after the quiet step", timeout=60_000)
+    expect(chat(page).locator(".scout-queued")).to_have_count(0)
+    assert newest_task(api)["session_id"] == task["session_id"]
 
 
 def test_new_chat_mid_task_starts_afresh_and_lets_go(page: "Page", stack: Stack, api: ScoutClient,
