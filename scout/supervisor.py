@@ -293,6 +293,7 @@ def _tagged(proc: psutil.Process, task_id: str) -> bool:
 
 
 def _same_start(proc: psutil.Process, started: float | None) -> bool:
+    """Was the process started at `started` (so it is not another one that reused the pid)?"""
     try:
         return started is not None and abs(proc.create_time() - started) < 0.05
     except psutil.Error:
@@ -345,7 +346,7 @@ def identity_matches(pid: int | None, started: float | None, task_id: str) -> bo
         return False
     try:
         proc = psutil.Process(pid)
-        return abs(proc.create_time() - started) < 0.05 and _alive(proc) and _tagged(proc, task_id)
+        return _same_start(proc, started) and _alive(proc) and _tagged(proc, task_id)
     except psutil.Error:
         return False
 
