@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 SCHEMA_VERSION = 4
 
@@ -120,6 +120,8 @@ class Task:
     worker_pid: int | None = None
     worker_started: float | None = None
     stop_requested: bool = False
+    node: str | None = None  # the node that runs (ran) it, on a shared log
+    want_node: str | None = None  # the node it must run on, if the client named one
 
     @property
     def finished(self) -> bool:
@@ -152,6 +154,16 @@ class Session:
     updated_at: float
 
 
+@dataclass
+class FeedBatch:
+    """What an event feed has for the log watcher: new event rows (id, task_id, seq, type,
+    time, payload JSON text), in order within each task, and whether news may have been
+    missed since the last batch (then every follower must re-read the log itself)."""
+
+    rows: list[tuple]
+    reset: bool = False
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 
@@ -178,6 +190,8 @@ class Store:
 
     # Past this many events a task's log refuses more (EventCapError); None: no cap.
     max_events_per_task: int | None = None
+    # Whether other nodes may share this log: an SQLite file belongs to one machine's Scout.
+    shared = False
 
     def __init__(self, path: str, busy_timeout: float = 30.0, migrate: bool = True,
                  max_bytes: int | None = None) -> None:
@@ -382,10 +396,11 @@ class Store:
     # -- tasks -------------------------------------------------------------------
 
     def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
-                    max_pending: int | None = None) -> Task | None:
+                    max_pending: int | None = None, node: str | None = None) -> Task | None:
         """Insert a pending task (and its session if new) with its first event, atomically.
 
-        Returns None, writing nothing, when max_pending tasks are already waiting.
+        Returns None, writing nothing, when max_pending tasks are already waiting. ``node``
+        (the node it must run on) matters only on a shared log: here there is one node.
         """
         task_id = new_id()
         session_id = session_id or new_id()
@@ -435,7 +450,8 @@ class Store:
         return [_task(r) for r in self._read(
             "SELECT * FROM tasks WHERE session_id = ? ORDER BY num", (session_id,))]
 
-    def tasks_in(self, statuses: Iterable[str]) -> list[Task]:
+    def tasks_in(self, statuses: Iterable[str], node: str | None = None) -> list[Task]:
+        """Tasks in these statuses, oldest first (``node`` matters only on a shared log)."""
         statuses = tuple(statuses)
         marks = ",".join("?" * len(statuses))
         return [_task(r) for r in self._read(
@@ -449,12 +465,20 @@ class Store:
 
     def next_startable(self, limit: int) -> list[Task]:
         """Pending tasks, oldest first, whose session has no task running or waiting."""
-        return [_task(r) for r in self._read(
-            "SELECT * FROM tasks t WHERE t.status = ? AND NOT EXISTS ("
-            " SELECT 1 FROM tasks u WHERE u.session_id = t.session_id AND u.status IN (?, ?))"
-            " AND NOT EXISTS (SELECT 1 FROM tasks v WHERE v.session_id = t.session_id"
-            "  AND v.status = ? AND v.num < t.num)"
-            " ORDER BY t.num LIMIT ?", (PENDING, RUNNING, WAITING, PENDING, limit))]
+        return [_task(r) for r in self._read(_STARTABLE, (PENDING, RUNNING, WAITING, PENDING, limit))]
+
+    def claim(self, limit: int, node: str | None = None) -> list[Task]:
+        """Move up to ``limit`` startable tasks (see next_startable) to running and log it, in
+        one transaction; returns them. (SQLite's single writer makes the claim exclusive.)"""
+        now = time.time()
+
+        def fn(conn):
+            rows = conn.execute(_STARTABLE, (PENDING, RUNNING, WAITING, PENDING, limit)).fetchall()
+            for r in rows:
+                conn.execute("UPDATE tasks SET status = ?, started_at = ? WHERE id = ?", (RUNNING, now, r["id"]))
+                _append(conn, r["id"], "status", {"status": RUNNING}, now)
+            return [conn.execute("SELECT * FROM tasks WHERE id = ?", (r["id"],)).fetchone() for r in rows]
+        return [_task(r) for r in self._write(fn)]
 
     def transition(self, task_id: str, to: str, allowed_from: Iterable[str],
                    error: str | None = None, result: dict[str, Any] | None = None,
@@ -599,6 +623,17 @@ class Store:
 
     def max_event_id(self) -> int:
         return self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+
+    def status_head(self) -> int:
+        """Where a new follower of status_events_since starts: here, the newest event id."""
+        return self.max_event_id()
+
+    def event_feed(self, interval: float = 0.01) -> "SqliteFeed":
+        """New events as they commit, for the SSE log watcher."""
+        return SqliteFeed(self, interval)
+
+    def on_stop_request(self, callback: Callable[[str], None]) -> None:
+        """Nothing to listen for: only this server's own routes stop its tasks."""
 
     def get_cursor(self, name: str) -> int | None:
         """The event id a durable reader called ``name`` has handled everything up to."""
@@ -758,6 +793,60 @@ class Store:
         if not rows or rows[0]["decision"] is None:
             return None
         return rows[0]["decision"], rows[0]["reason"]
+
+
+class SqliteFeed:
+    """New events for the log watcher: SQLite has no notifications, so it probes
+    `PRAGMA data_version` (it changes whenever another connection commits) every
+    ``interval`` and reads what came after the last id seen (ids commit in order here)."""
+
+    def __init__(self, store: Store, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.last_id = store.max_event_id()
+        self.version = store.data_version()
+
+    def poll(self, timeout: float) -> FeedBatch:
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.store.data_version()
+            if now != self.version:
+                break
+            if time.monotonic() >= deadline:
+                return FeedBatch([])
+            time.sleep(self.interval)
+        self.version = now
+        rows = self.store.raw_events_since_id(self.last_id)
+        while rows and len(rows) % 5000 == 0:
+            more = self.store.raw_events_since_id(rows[-1][0])
+            if not more:
+                break
+            rows.extend(more)
+        if rows:
+            self.last_id = rows[-1][0]
+        return FeedBatch(rows)
+
+
+_STARTABLE = ("SELECT * FROM tasks t WHERE t.status = ? AND NOT EXISTS ("
+              " SELECT 1 FROM tasks u WHERE u.session_id = t.session_id AND u.status IN (?, ?))"
+              " AND NOT EXISTS (SELECT 1 FROM tasks v WHERE v.session_id = t.session_id"
+              "  AND v.status = ? AND v.num < t.num)"
+              " ORDER BY t.num LIMIT ?")
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(db: str, **options: Any) -> "Store":
+    """The store for SCOUT_DB: a postgresql:// URL is PostgreSQL (scout/store_pg.py, imported
+    only then), anything else an SQLite file path."""
+    if is_postgres_url(db):
+        from .store_pg import PgStore
+        options.pop("busy_timeout", None)
+        return PgStore(db, **options)  # type: ignore[return-value]
+    options.pop("pool_size", None)
+    return Store(db, **options)
 
 
 def _append(conn: sqlite3.Connection, task_id: str, type: str, payload: dict[str, Any], now: float) -> int:

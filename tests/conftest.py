@@ -246,3 +246,31 @@ def read_sse(resp: requests.Response, until_end: bool = True) -> Iterator[dict[s
             event["data"] += "\n" + value
         else:
             event[name] = value
+
+
+# -- PostgreSQL: one throwaway cluster per test run, a fresh database per test ------------
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A PostgreSQL cluster of the tests' own (initdb in a temporary folder, on loopback)."""
+    from scout.pgcluster import TempCluster
+
+    cluster = TempCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """The URL of a new, empty database in the test cluster."""
+    import uuid
+
+    return pg_cluster.create_database(f"t{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: Any, tmp_path: Path) -> str:
+    """SCOUT_DB for each backend in turn: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "data" / "scout.db")
+    return request.getfixturevalue("pg_url")
