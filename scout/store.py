@@ -470,10 +470,10 @@ class Store:
     def claim(self, limit: int, node: str | None = None) -> list[Task]:
         """Move up to ``limit`` startable tasks (see next_startable) to running and log it, in
         one transaction; returns them. (SQLite's single writer makes the claim exclusive.)"""
-        now = time.time()
 
         def fn(conn):
             rows = conn.execute(_STARTABLE, (PENDING, RUNNING, WAITING, PENDING, limit)).fetchall()
+            now = time.time()  # taken under the claim's lock, so start times follow claim order
             for r in rows:
                 conn.execute("UPDATE tasks SET status = ?, started_at = ? WHERE id = ?", (RUNNING, now, r["id"]))
                 _append(conn, r["id"], "status", {"status": RUNNING}, now)

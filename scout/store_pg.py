@@ -404,13 +404,13 @@ class PgStore:
         Rows another node is claiming are skipped (FOR UPDATE SKIP LOCKED), so nodes never
         wait for each other and never both take one task; the partial unique index on
         running sessions refuses a second running task of one session outright."""
-        now = time.time()
         query, params = _startable(node, limit, lock=True)
 
         def fn(conn):
             rows = conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
             if not rows:
                 return []
+            now = time.time()  # taken once the rows are locked, so start times follow claim order
             # Every row first, then the status events: the feed's lock is taken last, so a
             # wait on the one-running-per-session index never happens while holding it.
             conn.execute("UPDATE tasks SET status = %s, started_at = %s, node = %s WHERE id = ANY(%s)",
