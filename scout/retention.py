@@ -36,6 +36,7 @@ class Retention:
         if self.days <= 0:
             log.info("retention disabled (SCOUT_RETENTION_DAYS=0)")
             return
+        self._stop.clear()  # a node that leads again restarts its retention job
         self._thread = threading.Thread(target=self._loop, name="scout-retention", daemon=True)
         self._thread.start()
 

@@ -24,8 +24,9 @@ from . import __version__, ops
 from .config import ConfigError, Settings
 from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
+from .nodes import NodeAgent, bp as nodes_blueprint, node_list
 from .notify import LogWatcher
-from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task
+from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task, open_store
 from .supervisor import Supervisor, install_shutdown_handlers, make_undumpable, program_version
 from .validate import (SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, check_webhook_url,
                        int_arg, session_cursor)
@@ -47,6 +48,7 @@ class Scout:
     modes: dict[str, Mode]
     claude: dict[str, Any] = field(default_factory=dict)
     on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
+    node: NodeAgent | None = None  # the heartbeat, on a log shared with other nodes
     _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe
 
     def check_writable(self, every: float = 5.0) -> None:
@@ -108,7 +110,7 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
         "session_id": task.session_id, "message": task.message, "mode": task.options.get("mode"),
         "cwd": task.options.get("cwd"), "created_at": task.created_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
-        "worker_pid": task.worker_pid, "result": None,
+        "worker_pid": task.worker_pid, "result": None, "node": task_node(task),
     }
     if task.result:
         r = task.result
@@ -119,6 +121,14 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
     if events is not None:
         out["events"] = [e.to_dict() for e in events]
     return out
+
+
+def task_node(task: Task) -> str | None:
+    """The node that runs or ran the task (on SQLite, this one, once the task has started)."""
+    if task.node is not None or task.started_at is None:
+        return task.node
+    s = scout()
+    return None if s.store.shared else s.settings.node_id
 
 
 def sse_frame(task_id: str, seq: int, type_: str, at: float, payload: str) -> tuple[int, bytes, str | None]:
@@ -190,6 +200,16 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
     }
 
 
+def check_node(s: Scout, node: str | None) -> str | None:
+    """The `node` a task is pinned to, if it names one that is on this log."""
+    if node is None:
+        return None
+    known = [n["node"] for n in node_list(s)]
+    if node not in known:
+        raise ApiError(400, "unknown_node", f"no node {node!r} on this log (nodes: {', '.join(known)})")
+    return node
+
+
 @api.post("/chat")
 def start_chat():
     s = scout()
@@ -204,7 +224,9 @@ def start_chat():
         if busy and on_busy == "reject":
             raise ApiError(409, "session_busy",
                            f"session {session.id} is busy with task {busy[0].id} ({busy[0].status})")
-    task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending)
+    node = check_node(s, req.get("node"))
+    task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending,
+                               node=node)
     if task is None:
         raise ApiError(429, "too_many_pending",
                        f"{s.settings.max_pending} tasks are already waiting; try again later",
@@ -229,7 +251,11 @@ def status_json(store: Store, task: Task, chunk: int = 65536) -> Iterator[str]:
     """The status document with its events, streamed: the head goes out at once and the
     events follow page by page, their stored payload JSON pasted in rather than decoded and
     encoded again (a task with 10,000 events starts answering in about a millisecond)."""
-    head = json.dumps(task_detail(task, None), separators=(",", ":"))
+    head = json.dumps(task_detail(task, None), separators=(",", ":"))  # now, in the request's context
+    return _status_body(store, task, head, chunk)
+
+
+def _status_body(store: Store, task: Task, head: str, chunk: int) -> Iterator[str]:
     parts, size = [head[:-1] + ',"events":['], 0
     for i, event_json in enumerate(store.iter_event_json(task.id)):
         parts.append(event_json if i == 0 else "," + event_json)
@@ -413,6 +439,8 @@ def health():
         db.update(ok=False, error=str(exc))
     if s.supervisor.last_error:
         db.update(ok=False, error=s.supervisor.last_error)
+    if s.node is not None and s.node.last_error:
+        db.update(ok=False, error=f"node heartbeat: {s.node.last_error}")
     ok = db["ok"] and not s.claude.get("missing", False)
     return {
         "status": "ok" if ok else "degraded", "version": __version__, "database": db,
@@ -421,8 +449,20 @@ def health():
                   "pending": counts.get("pending", 0)},
         "workers": {"max": s.settings.max_workers, "active": s.supervisor.running_count(),
                     "zygote_alive": s.supervisor.zygote_alive()},
+        "node": node_health(s),
         "streams": s.watcher.streams,
     }, 200 if db["ok"] else 503
+
+
+def node_health(s: Scout) -> dict[str, Any]:
+    """This node: its id, whether the log is shared, its lease, whether it leads the ops jobs."""
+    out: dict[str, Any] = {"id": s.settings.node_id, "shared": s.store.shared,
+                           "running": s.supervisor.running_count()}
+    if s.node is not None:
+        out.update(lease_s=s.settings.node_lease, heartbeat_error=s.node.last_error)
+        ops_state = current_app.extensions.get("scout_ops")
+        out["leader"] = bool(ops_state and ops_state.leading)
+    return out
 
 
 # -- the app -------------------------------------------------------------------------
@@ -466,15 +506,19 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_bytes)  # a JSON 413 past it
     app.url_map.merge_slashes = False  # "//x" is a JSON 404, not a redirect with an HTML body
     app.json.sort_keys = False
-    store = Store(settings.db, max_bytes=settings.db_max_bytes)
+    store = open_store(settings.db, max_bytes=settings.db_max_bytes, pool_size=16)
     integrity = store.integrity_check()
     if integrity != "ok":
         raise StoreError(f"database integrity check failed: {integrity}")
     watcher = LogWatcher(store, encode=sse_frame)
     supervisor = Supervisor(store, settings, on_change=watcher.touch)
     state = Scout(settings, store, supervisor, watcher, load_modes(settings.modes_file))
+    if store.shared:
+        state.node = NodeAgent(store, settings, watcher.touch, url=f"http://{settings.host}:{settings.port}")
+        state.on_close.append(state.node.stop)
     app.extensions["scout"] = state
     app.register_blueprint(api)
+    app.register_blueprint(nodes_blueprint)  # GET /nodes
     app.register_blueprint(openapi_blueprint)  # GET /openapi.json, public
     ops.init_app(app, start)  # retention, metrics, webhooks, state-change logs, worker logs, transcripts
 
@@ -526,6 +570,8 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
 
     if start:
         state.claude = claude_info(settings.claude_path)
+        if state.node is not None:
+            state.node.start()  # a fresh lease before reconciling: this node's tasks are its own again
         summary = supervisor.start()
         watcher.start()
         if any(summary.values()):

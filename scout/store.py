@@ -196,6 +196,7 @@ class Store:
     def __init__(self, path: str, busy_timeout: float = 30.0, migrate: bool = True,
                  max_bytes: int | None = None) -> None:
         self.path = os.path.abspath(path)
+        self.url = self.path  # what another process (a worker) opens this store with
         self.busy_timeout = busy_timeout
         self.max_bytes = max_bytes  # a size cap: past it, writes fail as on a full disk
         self.last_write_error: str | None = None  # the latest failed write, until one succeeds
@@ -543,7 +544,8 @@ class Store:
                          (pid, started, task_id))
         self._write(fn)
 
-    def request_stop(self, task_id: str) -> None:
+    def request_stop(self, task_id: str, by: str | None = None) -> None:
+        """Mark the task to be stopped (``by``: the node asking; one node here)."""
         def fn(conn):
             conn.execute("UPDATE tasks SET stop_requested = 1 WHERE id = ?", (task_id,))
         self._write(fn)
@@ -632,7 +634,7 @@ class Store:
         """New events as they commit, for the SSE log watcher."""
         return SqliteFeed(self, interval)
 
-    def on_stop_request(self, callback: Callable[[str], None]) -> None:
+    def on_stop_request(self, callback: Callable[[str, str | None], None]) -> None:
         """Nothing to listen for: only this server's own routes stop its tasks."""
 
     def get_cursor(self, name: str) -> int | None:

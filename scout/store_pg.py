@@ -462,11 +462,11 @@ class PgStore:
         self._write(lambda conn: conn.execute(
             "UPDATE tasks SET worker_pid = %s, worker_started = %s WHERE id = %s", (pid, started, task_id)))
 
-    def request_stop(self, task_id: str) -> None:
-        """Mark the task to be stopped and tell every node (NOTIFY scout_stop) at commit."""
+    def request_stop(self, task_id: str, by: str | None = None) -> None:
+        """Mark the task to be stopped and tell every node (NOTIFY scout_stop "task_id by") at commit."""
         def fn(conn):
             conn.execute("UPDATE tasks SET stop_requested = true WHERE id = %s", (task_id,))
-            conn.execute("SELECT pg_notify(%s, %s)", (STOP_CHANNEL, task_id))
+            conn.execute("SELECT pg_notify(%s, %s)", (STOP_CHANNEL, f"{task_id} {by or ''}".strip()))
         self._write(fn)
 
     def requeue(self, task_id: str) -> bool:
@@ -548,12 +548,13 @@ class PgStore:
             return event_id, set()
         return max(r[0] for r in rows), {r[1] for r in rows}
 
-    def event_feed(self) -> "NotifyFeed":
-        """New events as they commit, for the SSE log watcher (woken by NOTIFY)."""
+    def event_feed(self, interval: float = 0.01) -> "NotifyFeed":
+        """New events as they commit, for the SSE log watcher (woken by NOTIFY: no interval)."""
         return NotifyFeed(self, self.listener())
 
-    def on_stop_request(self, callback: Callable[[str], None]) -> None:
-        """Call callback(task_id) in the listener thread whenever any node requests a stop."""
+    def on_stop_request(self, callback: Callable[[str, str | None], None]) -> None:
+        """Call callback(task_id, by) in the listener thread whenever a stop is requested
+        (``by``: the node that asked, if it said)."""
         self.listener().stop_callbacks.append(callback)
 
     def listener(self) -> "Listener":
@@ -681,12 +682,6 @@ class PgStore:
             f" url = excluded.url, started_at = {started}, heartbeat_at = now(), lease = excluded.lease,"
             " max_workers = excluded.max_workers, lost_at = NULL", (node, version, url, lease, max_workers)))
 
-    def leave(self, node: str) -> None:
-        """A clean shutdown: the lease ends now. Tasks left running (detached) are failed by
-        the next node that sees it lost unless this node comes back first and adopts them."""
-        self._write(lambda conn: conn.execute(
-            "UPDATE nodes SET heartbeat_at = now() - make_interval(secs => lease) WHERE id = %s", (node,)))
-
     def nodes(self) -> list[dict[str, Any]]:
         """Every node: its lease, how long ago it was heard from, its running tasks."""
         rows = self._read(
@@ -806,7 +801,7 @@ class Listener:
         self.url = url
         self.version = 0
         self.resets = 0
-        self.stop_callbacks: list[Callable[[str], None]] = []
+        self.stop_callbacks: list[Callable[[str, str | None], None]] = []
         self._queue: deque[tuple[str, int, str]] = deque(maxlen=200_000)
         self._cond = threading.Condition()
         self._closing = threading.Event()
@@ -856,9 +851,10 @@ class Listener:
 
     def _deliver(self, channel: str, payload: str) -> None:
         if channel == STOP_CHANNEL:
+            task_id, _, by = payload.partition(" ")
             for callback in list(self.stop_callbacks):
                 try:
-                    callback(payload)
+                    callback(task_id, by or None)
                 except Exception:  # noqa: BLE001 - a callback must not end the listener
                     log.exception("stop callback failed")
             return

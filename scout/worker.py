@@ -19,7 +19,7 @@ from claude_agent_sdk import (
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
-from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Store, Task
+from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Store, Task, open_store
 
 APPROVAL_POLL_SECONDS = 0.1
 
@@ -29,7 +29,7 @@ warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 def run(spec: dict[str, Any]) -> int:
     """Run the task named in spec ({"task_id", "db", "claude_path", "approval_timeout"})."""
-    store = Store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"))
+    store = open_store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"), pool_size=2)
     store.max_events_per_task = spec.get("max_events_per_task")  # past it: EventCapError, the task fails
     task = store.get_task(spec["task_id"])
     if task is None or task.status not in ACTIVE or task.stop_requested:

@@ -129,8 +129,24 @@ class ScoutServer:
         raise AssertionError(f"task {task_id} still {doc['status']} after {timeout}s:\n{self.log()[-3000:]}")
 
 
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "both_backends: run the test on SQLite and on PostgreSQL "
+                                       "(SCOUT_DB a database in the tests' own cluster)")
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def scout_env(model: ScriptedModel, tmp_path: Path) -> dict[str, str]:
+def backend(request: Any) -> str:
+    """The store the servers of a test use: SQLite unless the test is marked both_backends."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def scout_env(model: ScriptedModel, tmp_path: Path, backend: str, request: Any) -> dict[str, str]:
     """Environment for a Scout server wired to the scripted model, all state under tmp_path."""
     home = tmp_path / "home"
     home.mkdir()
@@ -144,6 +160,8 @@ def scout_env(model: ScriptedModel, tmp_path: Path) -> dict[str, str]:
         "SCOUT_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     })
+    if backend == "postgresql":
+        env["SCOUT_DB"] = request.getfixturevalue("pg_url")
     return env
 
 
