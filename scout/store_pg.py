@@ -702,11 +702,6 @@ class PgStore:
                         "lease_expires_in": round(r["lease"] - r["silent_for"], 3)})
         return out
 
-    def node_live(self, node: str) -> bool:
-        rows = self._read("SELECT heartbeat_at + make_interval(secs => lease) >= now() AND lost_at IS NULL"
-                          " FROM nodes WHERE id = %s", (node,), rows=tuple_row)
-        return bool(rows and rows[0][0])
-
     def reap_lost_nodes(self, error: str = "node lost") -> list[str]:
         """Fail the running and waiting tasks of every node whose lease has lapsed; returns
         their ids. Each lost node is handled by one node, once: its row is locked (SKIP

@@ -483,10 +483,10 @@ class Supervisor:
             return CANCELLED
         with self._lock:
             proc = self._workers.get(task_id)
-        if proc is None and self.mine and task.node not in (None, self.mine):
-            return self._stop_elsewhere(task)
             if proc is not None:
                 proc.state = STOPPING
+        if proc is None and self.mine and task.node not in (None, self.mine):
+            return self._stop_elsewhere(task)
         pid = None
         if proc is not None:
             try:
@@ -502,16 +502,13 @@ class Supervisor:
 
     def _stop_elsewhere(self, task: Task) -> str:
         """A task another node runs: its node ends it, told by the stop request's NOTIFY;
-        wait for the ending to reach the log. A lost node's task is cancelled here (its
-        processes, if its machine still runs, are ended when it returns)."""
-        deadline = time.monotonic() + self.settings.stop_grace + 10
+        wait for the ending to reach the log. (If that node is lost, the task fails "node
+        lost" within the lease instead: only its own node may say its processes are gone.)"""
+        deadline = time.monotonic() + self.settings.stop_grace + self.settings.node_lease + 10
         while time.monotonic() < deadline:
             current = self.store.get_task(task.id)
             if current is None or current.finished:
                 return current.status if current else CANCELLED
-            if not self.store.node_live(task.node):
-                self.store.transition(task.id, CANCELLED, ACTIVE)
-                self.on_change(task.id)
             time.sleep(0.05)
         current = self.store.get_task(task.id)
         return current.status if current else CANCELLED
