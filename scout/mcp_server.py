@@ -238,9 +238,10 @@ def build_server(client: ScoutClient) -> MCPServer:
         cwd: Annotated[str | None, Field(description=(
             "Absolute working directory on Scout's machine (inside its allowed roots). Omit for the "
             "session's, else Scout's default."))] = None,
-        workspace: Annotated[str | None, Field(description=(
-            "Where the task works on its files, when the Scout server offers a choice (for example "
-            "its own git worktree). Omit for the default."))] = None,
+        workspace: Annotated[Literal["shared", "worktree", "auto"] | None, Field(description=(
+            "Where a new session's tasks work on files: 'shared' (in cwd itself), 'worktree' (a git "
+            "worktree of the session's own; see its edits with get_changes) or 'auto'. Omit for the "
+            "mode's default. Needs a Scout server with worktree support."))] = None,
     ) -> StartedTask:
         """Start a Claude Code task in Scout, in the background, and return its task_id and session_id
         at once. Follow it with get_task (wait_seconds waits for it to finish). Use it for work that
