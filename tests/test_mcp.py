@@ -23,7 +23,7 @@ import claude_agent_sdk
 import pytest
 from mcp import Client, StdioServerParameters
 
-from conftest import ROOT, ScoutServer, free_port
+from conftest import ROOT, ScoutServer, free_port, processes_matching, wait_for
 from model_server import last_user_message, user_text
 
 from scout.modes import ModeError, load_modes, tool_matches
@@ -256,6 +256,9 @@ mcp_servers = {{ echo = {{ command = {json.dumps(sys.executable)}, args = [{json
     denied = server.wait(asked, timeout=120)
     assert denied["status"] == "completed"
     assert next(e["payload"] for e in denied["events"] if e["type"] == "tool_result")["is_error"] is True
+
+    # The servers Claude Code started for the tasks ended with them.
+    wait_for(lambda: not processes_matching(str(ECHO_SERVER)), timeout=30, what="the echo servers to exit")
 
     # The API shows the server's name, never its command or environment, and takes none from clients.
     modes = {m["name"]: m for m in server.get("/modes").json()["modes"]}
