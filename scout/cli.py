@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 if TYPE_CHECKING:  # imported for real only when a command runs (see run_command)
     from .client import ScoutClient, SSEEvent
 
+from .vocab import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, TERMINAL, WAITING,
+                    EventType)
 from .transcript import (fmt_cost, fmt_duration, fmt_time, result_content, result_line, session_markdown,
                          task_duration, task_markdown, tool_summary)
 
-TERMINAL = ("completed", "failed", "cancelled")
-STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 EXIT_OK, EXIT_TASK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 RESULT_LINES = 6  # lines of a tool result shown while following a task
@@ -257,9 +257,9 @@ def age(ts: float | None, now: float | None = None) -> str:
     return f"{int(secs)}s"
 
 
-STATUS_STYLE = {"completed": ("green",), "failed": ("red",), "cancelled": ("yellow",),
-                "running": ("cyan",), "waiting": ("magenta",), "pending": ("dim",)}
-STATUS_MARK = {"completed": "✓", "failed": "✗", "cancelled": "■"}
+STATUS_STYLE = {COMPLETED: ("green",), FAILED: ("red",), CANCELLED: ("yellow",),
+                RUNNING: ("cyan",), WAITING: ("magenta",), PENDING: ("dim",)}
+STATUS_MARK = {COMPLETED: "✓", FAILED: "✗", CANCELLED: "■"}
 
 
 class EventRenderer:
@@ -285,12 +285,12 @@ class EventRenderer:
         etype = event.get("type")
         p = event.get("payload") or {}
         out, w = self.out, self.out.width
-        if etype == "text_delta":
+        if etype == EventType.TEXT_DELTA:
             text = str(p.get("text", ""))
             self.streamed += text
             out.write(text)
             self._label("writing")
-        elif etype == "assistant":
+        elif etype == EventType.ASSISTANT:
             text = str(p.get("text", ""))
             if not self.streamed:
                 out.newline()
@@ -300,21 +300,21 @@ class EventRenderer:
             self.streamed = ""
             out.newline()
             self._label("thinking")
-        elif etype == "thinking":
+        elif etype == EventType.THINKING:
             text = str(p.get("text", ""))
             if text.strip():
                 out.line(out.style("💭 " + short(text, w - 4), "dim"))
-        elif etype == "tool_use":
+        elif etype == EventType.TOOL_USE:
             self._end_text()
             name = str(p.get("name") or "tool")
             summary = tool_summary(name, p.get("input"), width=max(20, w - len(name) - 4))
             out.line(out.style("⚙ ", "cyan") + out.style(name, "bold") + (f": {summary}" if summary else ""))
             self._label(f"running {name}")
-        elif etype == "tool_result":
+        elif etype == EventType.TOOL_RESULT:
             self._end_text()
             self._tool_result(p)
             self._label("thinking")
-        elif etype == "approval_request":
+        elif etype == EventType.APPROVAL_REQUEST:
             self._end_text()
             name = str(p.get("tool") or "tool")
             summary = tool_summary(name, p.get("input"), width=max(20, w - len(name) - 24))
@@ -323,27 +323,27 @@ class EventRenderer:
             if self.live:
                 out.line(out.style(f"  answer with: scout approve {self.task_id[:8]}   (or --deny)", "dim"))
             self._label("waiting for approval")
-        elif etype == "approval":
+        elif etype == EventType.APPROVAL:
             allowed = p.get("decision") == "allow"
             reason = f": {p['reason']}" if p.get("reason") else ""
             out.line("  " + (out.style("✓ allowed", "green") if allowed else out.style("✗ denied", "red")) + reason)
             self._label("running")
-        elif etype == "permission_denied":
+        elif etype == EventType.PERMISSION_DENIED:
             self._end_text()
             name = str(p.get("tool") or "tool")
             reason = f": {p['reason']}" if p.get("reason") else ""
             out.line(out.style("⛔ ", "red") + out.style(name, "bold") + " was not allowed" + short(reason, w - 30))
-        elif etype == "error":
+        elif etype == EventType.ERROR:
             self._end_text()
             out.line(out.style("✗ error: ", "red") + str(p.get("message", "unknown error")))
-        elif etype == "status":
+        elif etype == EventType.STATUS:
             self.status = p.get("status")
-            labels = {"pending": "queued", "running": "starting", "waiting": "waiting for approval"}
+            labels = {PENDING: "queued", RUNNING: "starting", WAITING: "waiting for approval"}
             if self.status in labels:
                 self._label(labels[self.status])
-        elif etype == "result":
+        elif etype == EventType.RESULT:
             self._end_text()
-        elif etype == "system" and p.get("subtype") == "init":
+        elif etype == EventType.SYSTEM and p.get("subtype") == "init":
             self._label("thinking")
 
     def _end_text(self) -> None:
@@ -383,7 +383,7 @@ def _dump(obj: Any) -> None:
 
 
 def _status_exit(status: str | None) -> int:
-    return EXIT_OK if status == "completed" else EXIT_TASK_FAILED
+    return EXIT_OK if status == COMPLETED else EXIT_TASK_FAILED
 
 
 def _ask_stop(out: Out, client: ScoutClient, task_id: str) -> None:
@@ -476,7 +476,7 @@ def cmd_ask(client: ScoutClient, args: argparse.Namespace) -> int:
     try:
         status = follow_task(client, task_id, out, render=not args.json,
                              on_interrupt=lambda: _ask_stop(out, client, task_id),
-                             spinner_label="queued" if started.get("status") == "pending" else "waiting")
+                             spinner_label="queued" if started.get("status") == PENDING else "waiting")
     except Detach:
         out.newline()
         sys.stderr.write(f"scout: detached; task {task_id} keeps running "

@@ -29,11 +29,11 @@ from typing import Any, Callable, Iterator
 import requests
 import requests.adapters
 
+from .vocab import END, TERMINAL
+
 __all__ = ["ScoutAPIError", "ScoutUnreachable", "SSEEvent", "ScoutClient", "DEFAULT_URL", "TERMINAL"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-#: Task statuses after which nothing more happens.
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 class ScoutAPIError(Exception):
@@ -100,7 +100,7 @@ class SSEEvent:
 
     @property
     def is_end(self) -> bool:
-        return self.type == "end"
+        return self.type == END
 
 
 def _reason(exc: BaseException) -> str:

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .store import ACTIVE, PENDING, STATUSES, StoreError
+from .store import StoreError
+from .vocab import ACTIVE, PENDING, STATUSES
 
 if TYPE_CHECKING:
     from .server import Scout

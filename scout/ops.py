@@ -25,7 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .logs import fields
 from .metrics import Metrics
 from .retention import Retention
-from .store import TERMINAL, WAITING, Event, Store, StoreError, Task
+from .store import Event, Store, StoreError, Task
+from .vocab import TERMINAL, WAITING
 from .validate import ApiError, check_object, int_arg, load_json, webhook_url_problem
 from .webhooks import WebhookSender, where
 

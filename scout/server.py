@@ -25,12 +25,13 @@ from .config import ConfigError, Settings
 from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
 from .notify import LogWatcher
-from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task
+from .store import Event, Store, StoreError, Task
 from .supervisor import Supervisor, install_shutdown_handlers, make_undumpable, program_version
 from .validate import (SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, check_webhook_url,
                        int_arg, session_cursor)
 from .validate import body_limit, load_json
 from .openapi import openapi as openapi_blueprint
+from .vocab import CANCELLED, END, PENDING, RUNNING, STATUSES, TERMINAL, UNFINISHED, WAITING, EventType
 
 log = logging.getLogger("scout.server")
 PUBLIC_ENDPOINTS = {"api.health", "openapi.document"}
@@ -127,7 +128,7 @@ def sse_frame(task_id: str, seq: int, type_: str, at: float, payload: str) -> tu
     data = (f'{{"task_id":{json.dumps(task_id)},"seq":{seq},"type":{json.dumps(type_)},'
             f'"time":{at!r},"payload":{payload}}}')
     final = None
-    if type_ == "status":
+    if type_ == EventType.STATUS:
         status = json.loads(payload).get("status")
         final = status if status in TERMINAL else None
     return seq, f"id: {seq}\nevent: {type_}\ndata: {data}\n\n".encode(), final
@@ -135,7 +136,7 @@ def sse_frame(task_id: str, seq: int, type_: str, at: float, payload: str) -> tu
 
 def sse_end(task_id: str, status: str) -> bytes:
     data = json.dumps({"task_id": task_id, "status": status})
-    return f"event: end\ndata: {data}\n\n".encode()
+    return f"event: {END}\ndata: {data}\n\n".encode()
 
 
 # -- routes --------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def start_chat():
     on_busy = req.get("on_busy", "queue")
     busy: list[Task] = []
     if session is not None:
-        busy = [t for t in s.store.session_tasks(session.id) if t.status in (PENDING, *ACTIVE)]
+        busy = [t for t in s.store.session_tasks(session.id) if t.status in UNFINISHED]
         if busy and on_busy == "reject":
             raise ApiError(409, "session_busy",
                            f"session {session.id} is busy with task {busy[0].id} ({busy[0].status})")
@@ -298,7 +299,7 @@ def stop_task(task_id: str):
                 "message": f"task already {task.status}; nothing to stop"}
     status = scout().supervisor.stop(task.id)
     scout().watcher.touch(task.id)
-    return {"task_id": task.id, "status": status, "stopped": status == "cancelled"}
+    return {"task_id": task.id, "status": status, "stopped": status == CANCELLED}
 
 
 @api.post("/chat/<task_id>/approve")
@@ -317,7 +318,7 @@ def approve(task_id: str):
 @api.get("/tasks")
 def list_tasks():
     status = request.args.get("status")
-    if status and status not in ("pending", "running", "waiting", "completed", "failed", "cancelled"):
+    if status and status not in STATUSES:
         raise ApiError(400, "invalid_parameter", f"unknown status {status!r}")
     session_id = request.args.get("session_id")
     limit = int_arg(request.args.get("limit"), "limit", 50, 1, 1000)
@@ -417,8 +418,7 @@ def health():
     return {
         "status": "ok" if ok else "degraded", "version": __version__, "database": db,
         "claude": s.claude,
-        "tasks": {"running": counts.get("running", 0), "waiting": counts.get("waiting", 0),
-                  "pending": counts.get("pending", 0)},
+        "tasks": {str(s): counts.get(s, 0) for s in (RUNNING, WAITING, PENDING)},
         "workers": {"max": s.settings.max_workers, "active": s.supervisor.running_count(),
                     "zygote_alive": s.supervisor.zygote_alive()},
         "streams": s.watcher.streams,

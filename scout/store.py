@@ -18,14 +18,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 4
+from .vocab import PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus, can_transition
 
-# Task statuses. "waiting" means Claude Code is waiting for a person's approval.
-PENDING, RUNNING, WAITING = "pending", "running", "waiting"
-COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
-ACTIVE = (RUNNING, WAITING)
-TERMINAL = (COMPLETED, FAILED, CANCELLED)
-STATUSES = (PENDING, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED)
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -109,7 +104,7 @@ class Task:
     id: str
     num: int
     session_id: str
-    status: str
+    status: TaskStatus
     message: str
     options: dict[str, Any]
     created_at: float
@@ -158,7 +153,7 @@ def new_id() -> str:
 
 def _task(row: sqlite3.Row) -> Task:
     return Task(
-        id=row["id"], num=row["num"], session_id=row["session_id"], status=row["status"],
+        id=row["id"], num=row["num"], session_id=row["session_id"], status=TaskStatus(row["status"]),
         message=row["message"], options=json.loads(row["options"]),
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], error=row["error"],
@@ -404,7 +399,7 @@ class Store:
                 "INSERT INTO tasks (id, session_id, status, message, options, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (task_id, session_id, PENDING, message, json.dumps(options), now))
-            _append(conn, task_id, "status", {"status": PENDING}, now)
+            _append(conn, task_id, EventType.STATUS, {"status": PENDING}, now)
             return conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
 
         row = self._write(fn)
@@ -456,62 +451,40 @@ class Store:
             "  AND v.status = ? AND v.num < t.num)"
             " ORDER BY t.num LIMIT ?", (PENDING, RUNNING, WAITING, PENDING, limit))]
 
-    def transition(self, task_id: str, to: str, allowed_from: Iterable[str],
+    def transition(self, task_id: str, to: TaskStatus, *, only_from: Iterable[TaskStatus] | None = None,
                    error: str | None = None, result: dict[str, Any] | None = None,
-                   unless_stop_requested: bool = False, **fields: Any) -> bool:
-        """Move a task to `to` if it is in one of `allowed_from`, logging a status event.
+                   unless_stop_requested: bool = False, note: dict[str, Any] | None = None,
+                   **fields: Any) -> bool:
+        """Move a task to `to` if vocab.TRANSITIONS allows it from its status, logging a status event.
 
-        The check, the update and the event are one transaction: a status change is in
-        the log exactly when it happened. Returns whether it happened.
+        `only_from` narrows the legal starting statuses for this call (start only what is
+        pending, for instance); it can never widen them. `unless_stop_requested` leaves a
+        task alone once someone asked to stop it. `note` adds keys to the status event;
+        `fields` are other columns to set. The check, the update and the event are one
+        transaction: a status change is in the log exactly when it happened. Returns
+        whether it happened.
         """
-        allowed = tuple(allowed_from)
+        change = _Change(TaskStatus(to), _narrowed(to, only_from), error, result,
+                         unless_stop_requested, note or {}, fields)
         now = time.time()
-        log_event = True
-
-        def fn(conn):
-            row = conn.execute("SELECT status, stop_requested FROM tasks WHERE id = ?",
-                               (task_id,)).fetchone()
-            if row is None or row["status"] not in allowed:
-                return False
-            if unless_stop_requested and row["stop_requested"]:
-                return False
-            sets = {"status": to, **fields}
-            if to in (RUNNING,) and "started_at" not in fields:
-                sets["started_at"] = now
-            if to in TERMINAL:
-                sets["finished_at"] = now
-            if error is not None:
-                sets["error"] = error
-            if result is not None:
-                sets["result"] = json.dumps(result)
-            cols = ", ".join(f"{k} = ?" for k in sets)
-            conn.execute(f"UPDATE tasks SET {cols} WHERE id = ?", (*sets.values(), task_id))
-            payload: dict[str, Any] = {"status": to}
-            if error is not None:
-                payload["error"] = error
-            if log_event:
-                _append(conn, task_id, "status", payload, now)
-            return True
-
         try:
-            return self._write(fn)
+            return self._write(_transition, task_id, change, now)
         except StoreError as exc:
-            if "full" not in str(exc) or to not in TERMINAL:
+            if "full" not in str(exc) or change.to not in TERMINAL:
                 raise
             # The log cannot grow: still record the ending on the task row itself, so
             # no task is left in a false state (its last event is then not a status).
-            log_event = False
-            error = f"{error or 'the task could not be logged'} ({exc})"[:1000]
+            change.log_event = False
+            change.error = f"{error or 'the task could not be logged'} ({exc})"[:1000]
             conn = self._conn()
             if self.max_bytes:  # our own cap: allow a little headroom for this ending
                 conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA max_page_count').fetchone()[0] + 64}")
             try:
-                return self._write(fn)
+                return self._write(_transition, task_id, change, now)
             finally:
                 if self.max_bytes:
                     page = conn.execute("PRAGMA page_size").fetchone()[0]
                     conn.execute(f"PRAGMA max_page_count = {max(1, self.max_bytes // page)}")
-
     def set_worker(self, task_id: str, pid: int, started: float) -> None:
         """Record the worker's identity: its pid and its process start time."""
         def fn(conn):
@@ -525,16 +498,9 @@ class Store:
         self._write(fn)
 
     def requeue(self, task_id: str) -> bool:
-        """Put a task that never really started back in the queue."""
-        def fn(conn):
-            cur = conn.execute(
-                "UPDATE tasks SET status = ?, started_at = NULL, worker_pid = NULL,"
-                " worker_started = NULL WHERE id = ? AND status IN (?, ?)",
-                (PENDING, task_id, RUNNING, WAITING))
-            if cur.rowcount:
-                _append(conn, task_id, "status", {"status": PENDING, "requeued": True}, time.time())
-            return bool(cur.rowcount)
-        return self._write(fn)
+        """Put an active task that never really started back in the queue (forgetting its worker)."""
+        return self.transition(task_id, PENDING, note={"requeued": True},
+                               started_at=None, worker_pid=None, worker_started=None)
 
     def delete_task(self, task_id: str) -> bool:
         def fn(conn):
@@ -552,7 +518,7 @@ class Store:
         (status events are always logged: a task's ending must reach the log).
         """
         cap = self.max_events_per_task
-        if cap and type != "status":
+        if cap and type != EventType.STATUS:
             return self._write(_append_capped, task_id, type, payload, time.time(), cap)
         return self._write(_append, task_id, type, payload, time.time())
 
@@ -695,8 +661,8 @@ class Store:
         top = self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
         if top <= after_id:
             return after_id, []
-        rows = self._read("SELECT * FROM events WHERE id > ? AND id <= ? AND type = 'status'"
-                          " ORDER BY id LIMIT ?", (after_id, top, limit))
+        rows = self._read("SELECT * FROM events WHERE id > ? AND id <= ? AND type = ?"
+                          " ORDER BY id LIMIT ?", (after_id, top, EventType.STATUS, limit))
         if len(rows) == limit:
             top = rows[-1]["id"]
         return top, [_event(r) for r in rows]
@@ -720,13 +686,11 @@ class Store:
             conn.execute(
                 "INSERT OR IGNORE INTO approvals (task_id, tool_use_id, tool, input, asked_at)"
                 " VALUES (?, ?, ?, ?, ?)", (task_id, tool_use_id, tool, json.dumps(tool_input), now))
-            if conn.execute("UPDATE tasks SET status = ? WHERE id = ? AND status = ? AND stop_requested = 0",
-                            (WAITING, task_id, RUNNING)).rowcount:
-                _append(conn, task_id, "status", {"status": WAITING}, now)
+            _transition(conn, task_id, _Change(WAITING, unless_stop_requested=True), now)
             if cap:
-                _append_capped(conn, task_id, "approval_request", request, now, cap)
+                _append_capped(conn, task_id, EventType.APPROVAL_REQUEST, request, now, cap)
             else:
-                _append(conn, task_id, "approval_request", request, now)
+                _append(conn, task_id, EventType.APPROVAL_REQUEST, request, now)
         self._write(fn)
 
     def open_approvals(self, task_id: str) -> list[dict[str, Any]]:
@@ -758,6 +722,60 @@ class Store:
         if not rows or rows[0]["decision"] is None:
             return None
         return rows[0]["decision"], rows[0]["reason"]
+
+
+@dataclass
+class _Change:
+    """One status change asked of Store.transition, as _transition applies it."""
+
+    to: TaskStatus
+    only_from: frozenset[TaskStatus] | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    unless_stop_requested: bool = False
+    note: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    log_event: bool = True
+
+
+def _narrowed(to: str, only_from: Iterable[str] | None) -> frozenset[TaskStatus] | None:
+    """`only_from` as statuses, refusing any the transition table does not allow to reach `to`."""
+    if only_from is None:
+        return None
+    narrowed = frozenset(TaskStatus(s) for s in only_from)
+    illegal = [s for s in narrowed if not can_transition(s, to)]
+    if illegal:
+        raise ValueError(f"illegal transition to {to} from {', '.join(sorted(illegal))}")
+    return narrowed
+
+
+def _transition(conn: sqlite3.Connection, task_id: str, change: _Change, now: float) -> bool:
+    """Apply a status change if the table (and the change's own limits) allow it; must run
+    inside a write transaction. Returns whether it happened."""
+    row = conn.execute("SELECT status, stop_requested FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None or not can_transition(row["status"], change.to):
+        return False
+    if change.only_from is not None and row["status"] not in change.only_from:
+        return False
+    if change.unless_stop_requested and row["stop_requested"]:
+        return False
+    sets: dict[str, Any] = {"status": change.to, **change.fields}
+    if change.to == RUNNING and "started_at" not in change.fields:
+        sets["started_at"] = now
+    if change.to in TERMINAL:
+        sets["finished_at"] = now
+    if change.error is not None:
+        sets["error"] = change.error
+    if change.result is not None:
+        sets["result"] = json.dumps(change.result)
+    cols = ", ".join(f"{k} = ?" for k in sets)
+    conn.execute(f"UPDATE tasks SET {cols} WHERE id = ?", (*sets.values(), task_id))
+    payload: dict[str, Any] = {"status": change.to, **change.note}
+    if change.error is not None:
+        payload["error"] = change.error
+    if change.log_event:
+        _append(conn, task_id, EventType.STATUS, payload, now)
+    return True
 
 
 def _append(conn: sqlite3.Connection, task_id: str, type: str, payload: dict[str, Any], now: float) -> int:

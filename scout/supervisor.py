@@ -43,7 +43,8 @@ import psutil
 import setproctitle
 
 from .config import Settings
-from .store import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, Store, StoreError, Task
+from .store import Store, StoreError, Task
+from .vocab import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING
 
 log = logging.getLogger("scout.supervisor")
 
@@ -422,7 +423,7 @@ class Supervisor:
             if identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
                     kill_tree(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
-                    self.store.transition(task.id, CANCELLED, ACTIVE)
+                    self.store.transition(task.id, CANCELLED)
                     summary["cancelled"] += 1
                     continue
                 proc = WorkerProc(task.id, PROC_RUNNING, task.worker_pid, task.worker_started, adopted=True)
@@ -436,10 +437,10 @@ class Supervisor:
                 self.store.requeue(task.id)
                 summary["requeued"] += 1
             elif task.stop_requested:
-                self.store.transition(task.id, CANCELLED, ACTIVE)
+                self.store.transition(task.id, CANCELLED)
                 summary["cancelled"] += 1
             else:
-                self.store.transition(task.id, FAILED, ACTIVE,
+                self.store.transition(task.id, FAILED,
                                       error="worker lost: its process was gone when Scout restarted")
                 summary["lost"] += 1
         return summary
@@ -472,7 +473,7 @@ class Supervisor:
         if task.finished:
             return task.status
         self.store.request_stop(task_id)
-        if self.store.transition(task_id, CANCELLED, (PENDING,)):
+        if self.store.transition(task_id, CANCELLED, only_from=(PENDING,)):
             self.on_change(task_id)
             return CANCELLED
         with self._lock:
@@ -486,7 +487,7 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - spawning failed; nothing of it can be running
                 pid = None
         kill_tree(task_id, pid, self.settings.stop_grace, proc.started if proc is not None else None)
-        self.store.transition(task_id, CANCELLED, ACTIVE)
+        self.store.transition(task_id, CANCELLED)
         self._forget(task_id)
         self.on_change(task_id)
         final = self.store.get_task(task_id)
@@ -540,10 +541,10 @@ class Supervisor:
 
     def _spawn(self, task: Task) -> None:
         try:
-            if not self.store.transition(task.id, RUNNING, (PENDING,)):
+            if not self.store.transition(task.id, RUNNING, only_from=(PENDING,)):
                 return  # stopped or deleted meanwhile
         except StoreError as exc:
-            self.store.transition(task.id, FAILED, (PENDING,), error=f"could not start: {exc}")
+            self.store.transition(task.id, FAILED, error=f"could not start: {exc}")
             self.on_change(task.id)
             return
         self.on_change(task.id)
@@ -561,7 +562,7 @@ class Supervisor:
             proc.spawned.result(timeout=10)
         except Exception as exc:  # noqa: BLE001
             self._forget(task.id)
-            self.store.transition(task.id, FAILED, ACTIVE, error=f"could not start worker: {exc}")
+            self.store.transition(task.id, FAILED, error=f"could not start worker: {exc}")
             self.on_change(task.id)
 
     def log_path(self, task_id: str) -> str:
@@ -619,7 +620,7 @@ class Supervisor:
                 return
             proc.state = STOPPING
         kill_tree(proc.task_id, proc.pid, self.settings.stop_grace, proc.started)
-        self.store.transition(proc.task_id, FAILED, ACTIVE, error=reason)
+        self.store.transition(proc.task_id, FAILED, error=reason)
         self._forget(proc.task_id)
         self.on_change(proc.task_id)
 
@@ -696,9 +697,9 @@ class Supervisor:
         task = self.store.get_task(proc.task_id)
         if task is not None and task.status in ACTIVE:
             if task.stop_requested:
-                self.store.transition(task.id, CANCELLED, ACTIVE)
+                self.store.transition(task.id, CANCELLED)
             else:
-                self.store.transition(task.id, FAILED, ACTIVE, error=self._exit_reason(task, code))
+                self.store.transition(task.id, FAILED, error=self._exit_reason(task, code))
         # Whatever the worker left behind (a CLI whose worker died, background tool
         # processes) goes now; with the worker gone there is nobody to be gentle for.
         kill_tree(proc.task_id, None, 0.2)

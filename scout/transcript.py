@@ -12,7 +12,8 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-TERMINAL = ("completed", "failed", "cancelled")
+from .vocab import CANCELLED, TERMINAL, EventType
+
 MAX_RESULT_LINES = 400
 MAX_RESULT_CHARS = 40_000
 
@@ -182,10 +183,10 @@ def _event_blocks(events: Iterable[dict[str, Any]], h: str) -> tuple[list[str], 
     for event in events:
         etype = event.get("type")
         p = event.get("payload") or {}
-        if etype == "text_delta":
+        if etype == EventType.TEXT_DELTA:
             pending_text.append(str(p.get("text", "")))
             continue
-        if etype == "assistant":
+        if etype == EventType.ASSISTANT:
             pending_text.clear()
             text = str(p.get("text", ""))
             if text.strip():
@@ -193,14 +194,14 @@ def _event_blocks(events: Iterable[dict[str, Any]], h: str) -> tuple[list[str], 
                 blocks.append(text.strip("\n"))
             continue
         flush_deltas()
-        if etype == "system" and p.get("subtype") == "init":
+        if etype == EventType.SYSTEM and p.get("subtype") == "init":
             seen.setdefault("model", p.get("model"))
-        elif etype == "thinking":
+        elif etype == EventType.THINKING:
             text = str(p.get("text", "")).strip()
             if text:
                 heading_assistant()
                 blocks.append(f"<details><summary>Thinking</summary>\n\n{text}\n\n</details>")
-        elif etype == "tool_use":
+        elif etype == EventType.TOOL_USE:
             heading_assistant()
             name = str(p.get("name") or "tool")
             tools[str(p.get("id"))] = name
@@ -210,34 +211,34 @@ def _event_blocks(events: Iterable[dict[str, Any]], h: str) -> tuple[list[str], 
             if isinstance(described, str) and described.strip() and TOOL_SUMMARY_KEYS.get(name) != "description":
                 line += f" — *{described.strip()}*"
             blocks.append(line + "\n\n" + _input_block(name, p.get("input")))
-        elif etype == "tool_result":
+        elif etype == EventType.TOOL_RESULT:
             heading_assistant()
             name = tools.get(str(p.get("tool_use_id")), "tool")
             label = f"Error from {name}:" if p.get("is_error") else f"Result of {name}:"
             text = clip(result_content(p.get("content")))
             blocks.append(f"*{label}*\n\n" + (fence(text, "text") if text.strip() else "*(no output)*"))
-        elif etype == "approval_request":
+        elif etype == EventType.APPROVAL_REQUEST:
             name = str(p.get("tool") or "tool")
             summary = tool_summary(name, p.get("input"))
             timeout = p.get("timeout")
             blocks.append(quote(f"⏸ **Approval requested** for {name}"
                                 + (f": {inline_code(summary)}" if summary else "")
                                 + (f" (answer within {timeout:g}s)" if isinstance(timeout, (int, float)) else "")))
-        elif etype == "approval":
+        elif etype == EventType.APPROVAL:
             decision = p.get("decision")
             mark = "✅ **Allowed**" if decision == "allow" else "❌ **Denied**"
             reason = p.get("reason")
             blocks.append(quote(mark + (f": {reason}" if reason else "")))
-        elif etype == "permission_denied":
+        elif etype == EventType.PERMISSION_DENIED:
             name = str(p.get("tool") or "tool")
             summary = tool_summary(name, p.get("input"))
             reason = p.get("reason")
             blocks.append(quote(f"⛔ **Permission denied** for {name}"
                                 + (f" {inline_code(summary)}" if summary else "")
                                 + (f": {reason}" if reason else "")))
-        elif etype == "error":
+        elif etype == EventType.ERROR:
             blocks.append(quote(f"**Error:** {p.get('message', 'unknown error')}"))
-        elif etype == "result":
+        elif etype == EventType.RESULT:
             seen["result"] = p
     flush_deltas()
     return blocks, seen
@@ -294,7 +295,7 @@ def task_markdown(status_doc: dict[str, Any], *, heading_level: int = 1, title: 
     out.append(line)
     if doc.get("error"):
         out.append(quote(f"**Error:** {doc['error']}"))
-    elif status == "cancelled":
+    elif status == CANCELLED:
         out.append("*The task was stopped before it finished.*")
     elif status not in TERMINAL:
         out.append(f"*The task is still {status}; this transcript shows it so far.*")

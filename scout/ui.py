@@ -31,19 +31,19 @@ from typing import Any, Iterator  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from .client import TERMINAL, ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
+from .client import ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
 from .supervisor import interrupt_on_sigterm  # noqa: E402
 from .transcript import fmt_cost, fmt_duration  # noqa: E402
+from .vocab import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TERMINAL, UNFINISHED,  # noqa: E402
+                    WAITING, EventType)
 
 log = logging.getLogger("scout.ui")
 
 DEFAULT_UI_PORT = 7860
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-ACTIVE = ("pending", "running", "waiting")
 MAX_TOOL_OUTPUT = 6000  # characters of a tool's result shown in its step
 YIELD_EVERY = 0.05  # seconds: at most this often re-render during a burst of text deltas
-STATUS_ICONS = {"completed": "✅", "failed": "❌", "cancelled": "⏹️", "running": "🟢",
-                "pending": "🕓", "waiting": "✋"}
+STATUS_ICONS = {COMPLETED: "✅", FAILED: "❌", CANCELLED: "⏹️", RUNNING: "🟢", PENDING: "🕓", WAITING: "✋"}
 
 
 # =====================================================================================
@@ -109,7 +109,7 @@ class TaskView:
 
     task_id: str
     message: str
-    status: str = "pending"
+    status: str = PENDING
     error: str | None = None
     result: dict[str, Any] | None = None
     last_seq: int = 0
@@ -137,7 +137,7 @@ class TaskView:
 
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE
+        return self.status in UNFINISHED
 
     def apply_event(self, event: SSEEvent) -> None:
         if event.is_end:
@@ -153,23 +153,23 @@ class TaskView:
         if seq:
             self.last_seq = max(self.last_seq, int(seq))
         parent = payload.get("parent_tool_use_id")
-        if kind == "status":
+        if kind == EventType.STATUS:
             self.status = payload.get("status") or self.status
             if payload.get("error"):
                 self.error = payload["error"]
-            if self.status == "running" and self.started_at is None:
+            if self.status == RUNNING and self.started_at is None:
                 self.started_at = when
             if self.status in TERMINAL:
                 self.finished_at = when
                 self._close_steps()
-        elif kind == "text_delta":
+        elif kind == EventType.TEXT_DELTA:
             if parent:
                 return  # a sub-agent's live text: its whole block arrives as `assistant`
             if self._live is None:
                 self.items.append({"role": "assistant", "content": ""})
                 self._live = len(self.items) - 1
             self.items[self._live]["content"] += payload.get("text", "")
-        elif kind == "assistant":
+        elif kind == EventType.ASSISTANT:
             text = payload.get("text") or ""
             if parent:
                 self.items.append(step("💬 Sub-agent", text, parent_id=parent, status="done"))
@@ -178,10 +178,10 @@ class TaskView:
                 self._live = None
             elif text:
                 self.items.append({"role": "assistant", "content": text})
-        elif kind == "thinking":
+        elif kind == EventType.THINKING:
             self._live = None
             self.items.append(step("💭 Thinking", payload.get("text") or "", status="done"))
-        elif kind == "tool_use":
+        elif kind == EventType.TOOL_USE:
             self._live = None
             tool_id = str(payload.get("id") or f"tool-{len(self.items)}")
             name = str(payload.get("name") or "tool")
@@ -192,7 +192,7 @@ class TaskView:
             self._tools[tool_id] = len(self.items) - 1
             if when:
                 self._tool_times[tool_id] = when
-        elif kind == "tool_result":
+        elif kind == EventType.TOOL_RESULT:
             tool_id = str(payload.get("tool_use_id") or "")
             content = str(payload.get("content") or "")
             is_error = bool(payload.get("is_error"))
@@ -211,7 +211,7 @@ class TaskView:
             started = self._tool_times.get(tool_id)
             if started and when and when >= started:
                 meta["duration"] = round(when - started, 2)
-        elif kind == "approval_request":
+        elif kind == EventType.APPROVAL_REQUEST:
             self._live = None
             tool = payload.get("tool") or "a tool"
             tool_use_id = str(payload.get("tool_use_id") or "")
@@ -220,7 +220,7 @@ class TaskView:
                                    step_id=f"approval-{tool_use_id}"))
             self._approvals[tool_use_id] = len(self.items) - 1
             self._asking[tool_use_id] = tool_title(str(tool), payload.get("input") or {}).removeprefix("🔧 ")
-        elif kind == "approval":
+        elif kind == EventType.APPROVAL:
             tool_use_id = str(payload.get("tool_use_id") or "")
             index = self._approvals.get(tool_use_id)
             self._asking.pop(tool_use_id, None)
@@ -231,15 +231,15 @@ class TaskView:
                 item["metadata"]["log"] = "allowed" if decision == "allow" else "denied"
                 reason = payload.get("reason")
                 item["content"] += f"\n\n**{decision.title()}**" + (f": {reason}" if reason else "")
-        elif kind == "permission_denied":
+        elif kind == EventType.PERMISSION_DENIED:
             self._live = None
             tool = payload.get("tool") or "tool"
             body = f"{payload.get('reason') or 'not allowed'}\n\n" + tool_input_markdown(str(tool), payload.get("input"))
             self.items.append(step(f"⛔ {tool} not allowed", body, status="done"))
-        elif kind == "error":
+        elif kind == EventType.ERROR:
             self._live = None
             self.items.append(notice(f"⚠️ {esc(payload.get('message') or 'error')}", kind="error"))
-        elif kind == "result":
+        elif kind == EventType.RESULT:
             self.result = payload
             if payload.get("is_error") and payload.get("text") and not self._has_text(payload["text"]):
                 self.items.append(notice(f"⚠️ {esc(payload['text'])}", kind="error"))
@@ -257,7 +257,7 @@ class TaskView:
             meta = item.get("metadata")
             if meta and meta.get("status") == "pending":
                 meta["status"] = "done"
-                if self.status == "cancelled":
+                if self.status == CANCELLED:
                     meta["log"] = "stopped"
 
     def footer(self) -> dict[str, Any] | None:
@@ -272,12 +272,12 @@ class TaskView:
             took = ""
         turns = r.get("num_turns")
         extras = [x for x in (took, cost, f"{turns} turn{'s' if turns != 1 else ''}" if turns else "") if x]
-        if self.status == "completed":
+        if self.status == COMPLETED:
             return notice(" · ".join(["✅ Done", *extras]), kind="done")
-        if self.status == "failed":
+        if self.status == FAILED:
             text = "❌ Task failed" + (f": {esc(self.error)}" if self.error else "")
             return notice(" · ".join([text, *extras]), kind="error")
-        if self.status == "cancelled":
+        if self.status == CANCELLED:
             return notice(" · ".join(["⏹️ Stopped — the task was cancelled", *extras]), kind="stopped")
         if self.status == "deleted":
             return None
@@ -288,10 +288,10 @@ class TaskView:
             ask["options"] = [{"value": f"allow:{tool_use_id}", "label": "✅ Allow"},
                               {"value": f"deny:{tool_use_id}", "label": "🚫 Deny"}]
             return ask
-        if self.status == "waiting":
+        if self.status == WAITING:
             return notice("✋ Waiting for an approval…", kind="live")
         if not any(i.get("content") for i in self.items):
-            text = "🕓 Queued — waiting for a free worker…" if self.status == "pending" else "⏳ Claude Code is starting…"
+            text = "🕓 Queued — waiting for a free worker…" if self.status == PENDING else "⏳ Claude Code is starting…"
             return notice(text, kind="live")
         return None
 
@@ -585,7 +585,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                     return
                 view.apply_event(event)
                 now = time.monotonic()
-                if event.type != "text_delta" or now - last_yield >= YIELD_EVERY or event.is_end:
+                if event.type != EventType.TEXT_DELTA or now - last_yield >= YIELD_EVERY or event.is_end:
                     last_yield = now
                     yield {chatbot: conv.shown(view.messages()), status_md: status_line(conv.session_id, view)}
         except ScoutAPIError as exc:
@@ -630,7 +630,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                     view = TaskView.from_status(client.status(task["task_id"]))
                 except ScoutAPIError as exc:
                     view = TaskView(task_id=task["task_id"], message=task.get("message") or "",
-                                    status=task.get("status") or "failed", error=exc.message)
+                                    status=task.get("status") or FAILED, error=exc.message)
                 if conv.epoch != epoch:
                     return
                 if not view.active:
@@ -720,7 +720,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             if conv.epoch != epoch:
                 return
             conv.session_id = started["session_id"]
-            view = TaskView(task_id=started["task_id"], message=text, status=started.get("status", "pending"))
+            view = TaskView(task_id=started["task_id"], message=text, status=started.get("status", PENDING))
             hist, _ = history_choices()
             yield {chatbot: conv.shown(view.messages()), session_box: conv.session_id,
                    task_box: view.task_id, history: gr.update(choices=hist, value=conv.session_id),

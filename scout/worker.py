@@ -19,7 +19,8 @@ from claude_agent_sdk import (
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
-from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Store, Task
+from .store import Store, Task
+from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
 
 APPROVAL_POLL_SECONDS = 0.1
 
@@ -39,7 +40,7 @@ def run(spec: dict[str, Any]) -> int:
         return 0
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        store.transition(task.id, FAILED, ACTIVE, error=_describe(exc), unless_stop_requested=True)
+        store.transition(task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
         store.close()
@@ -88,7 +89,7 @@ def _approver(store: Store, task: Task, spec: dict[str, Any]):
     async def can_use_tool(tool: str, tool_input: dict[str, Any],
                            context: ToolPermissionContext) -> PermissionResultAllow | PermissionResultDeny:
         if tool not in needs_person and "*" not in needs_person:
-            store.append_event(task.id, "permission_denied", {"tool": tool, "input": tool_input,
+            store.append_event(task.id, EventType.PERMISSION_DENIED, {"tool": tool, "input": tool_input,
                                                               "reason": "not allowed in this mode"})
             return PermissionResultDeny(message=f"{tool} is not allowed in mode {task.options.get('mode')}")
         tool_use_id = context.tool_use_id or f"{tool}-{time.time()}"
@@ -106,9 +107,9 @@ def _approver(store: Store, task: Task, spec: dict[str, Any]):
             store.decide_approval(task.id, "deny", "no answer in time", tool_use_id)
             answer = ("deny", "no answer in time")
         decision, reason = answer
-        store.append_event(task.id, "approval", {"tool_use_id": tool_use_id, "decision": decision,
+        store.append_event(task.id, EventType.APPROVAL, {"tool_use_id": tool_use_id, "decision": decision,
                                                  "reason": reason})
-        store.transition(task.id, RUNNING, (WAITING,), unless_stop_requested=True, started_at=task.started_at)
+        store.transition(task.id, RUNNING, only_from=(WAITING,), unless_stop_requested=True, started_at=task.started_at)
         if decision == "allow":
             return PermissionResultAllow(updated_input=tool_input)
         return PermissionResultDeny(message=reason or "denied by a person")
@@ -131,7 +132,7 @@ async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
         else:
             for type_, payload in translate(message):
                 store.append_event(task.id, type_, payload)
-                if type_ == "system" and payload.get("subtype") == "init" and payload.get("session_id"):
+                if type_ == EventType.SYSTEM and payload.get("subtype") == "init" and payload.get("session_id"):
                     store.set_claude_session(task.session_id, payload["session_id"], task.options.get("cwd"))
     if not finished:
         raise RuntimeError("Claude Code ended without a result: its output held no answer "
@@ -149,14 +150,14 @@ def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
         summary["api_error_status"] = msg.api_error_status
     if msg.errors:
         summary["errors"] = list(msg.errors)
-    store.append_event(task.id, "result", summary)
+    store.append_event(task.id, EventType.RESULT, summary)
     if msg.session_id:
         store.set_claude_session(task.session_id, msg.session_id, task.options.get("cwd"))
     if msg.is_error:
-        store.transition(task.id, FAILED, ACTIVE, error=result_error(msg), result=summary,
+        store.transition(task.id, FAILED, error=result_error(msg), result=summary,
                          unless_stop_requested=True)
     else:
-        store.transition(task.id, COMPLETED, ACTIVE, result=summary, unless_stop_requested=True)
+        store.transition(task.id, COMPLETED, result=summary, unless_stop_requested=True)
 
 
 def result_error(msg: ResultMessage) -> str:
@@ -192,31 +193,31 @@ def _tool_result_text(content: Any) -> str:
     return "\n".join(out)
 
 
-def translate(message: Any) -> list[tuple[str, dict[str, Any]]]:
+def translate(message: Any) -> list[tuple[EventType, dict[str, Any]]]:
     """One SDK message as event-log entries (type, payload); see the README's event schema."""
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[tuple[EventType, dict[str, Any]]] = []
     if isinstance(message, StreamEvent):
         ev = message.event
         if ev.get("type") == "content_block_delta" and ev.get("delta", {}).get("type") == "text_delta":
-            events.append(("text_delta", {"text": ev["delta"].get("text", ""),
+            events.append((EventType.TEXT_DELTA, {"text": ev["delta"].get("text", ""),
                                           "parent_tool_use_id": message.parent_tool_use_id}))
     elif isinstance(message, AssistantMessage):
         for block in message.content:
             if isinstance(block, TextBlock):
-                events.append(("assistant", {"text": block.text,
+                events.append((EventType.ASSISTANT, {"text": block.text,
                                              "parent_tool_use_id": message.parent_tool_use_id}))
             elif isinstance(block, ToolUseBlock):
-                events.append(("tool_use", {"id": block.id, "name": block.name, "input": block.input,
+                events.append((EventType.TOOL_USE, {"id": block.id, "name": block.name, "input": block.input,
                                             "parent_tool_use_id": message.parent_tool_use_id}))
             elif isinstance(block, ThinkingBlock):
-                events.append(("thinking", {"text": block.thinking}))
+                events.append((EventType.THINKING, {"text": block.thinking}))
         if message.error:
-            events.append(("error", {"message": str(message.error), "source": "assistant"}))
+            events.append((EventType.ERROR, {"message": str(message.error), "source": "assistant"}))
     elif isinstance(message, UserMessage):
         if isinstance(message.content, list):
             for block in message.content:
                 if isinstance(block, ToolResultBlock):
-                    events.append(("tool_result", {"tool_use_id": block.tool_use_id,
+                    events.append((EventType.TOOL_RESULT, {"tool_use_id": block.tool_use_id,
                                                    "content": _tool_result_text(block.content),
                                                    "is_error": bool(block.is_error)}))
     elif isinstance(message, SystemMessage):
@@ -226,7 +227,7 @@ def translate(message: Any) -> list[tuple[str, dict[str, Any]]]:
             for key in ("session_id", "model", "cwd", "permissionMode", "tools", "claude_code_version"):
                 if key in data:
                     payload[key] = data[key]
-        events.append(("system", payload))
+        events.append((EventType.SYSTEM, payload))
     return events
 
 
