@@ -165,7 +165,7 @@ def test_a_worker_whose_task_is_being_stopped_does_not_start(tmp_path: Path):
     """The other half of that race: a worker forked after the stop's sweep ends at once."""
     store = Store(str(tmp_path / "unit.db"))
     task = store.create_task("never run", {})
-    store.transition(task.id, "running", ("pending",))
+    store.transition(task.id, "running")
     store.request_stop(task.id)
     before = store.events_after(task.id)
     spec = {"task_id": task.id, "db": store.path, "claude_path": str(tmp_path / "no-claude")}
