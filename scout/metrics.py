@@ -17,7 +17,7 @@ from .store import StoreError
 from .vocab import ACTIVE, PENDING, STATUSES
 
 if TYPE_CHECKING:
-    from .server import Scout
+    from .state import Scout
 
 log = logging.getLogger("scout.metrics")
 

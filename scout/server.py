@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -22,58 +21,22 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import __version__, ops
 from .config import ConfigError, Settings
+from .documents import session_detail, session_or_404, sse_end, sse_frame, task_detail, task_or_404, task_summary
 from .logs import banner, log_request, setup_logging
-from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
+from .modes import DEFAULT_MODE, ModeError, load_modes
 from .notify import LogWatcher
-from .store import Event, Store, StoreError, Task
-from .supervisor import Supervisor, install_shutdown_handlers, make_undumpable, program_version
-from .validate import (SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, check_webhook_url,
+from .serverproc import install_shutdown_handlers, make_undumpable, program_version
+from .state import Scout, scout
+from .store import Store, StoreError, Task
+from .supervisor import Supervisor
+from .validate import (ApiError, check_approval, check_chat, check_cwd, check_webhook_url,
                        int_arg, session_cursor)
 from .validate import body_limit, load_json
 from .openapi import openapi as openapi_blueprint
-from .vocab import CANCELLED, END, PENDING, RUNNING, STATUSES, TERMINAL, UNFINISHED, WAITING, EventType
+from .vocab import CANCELLED, PENDING, RUNNING, STATUSES, TERMINAL, UNFINISHED, WAITING
 
 log = logging.getLogger("scout.server")
 PUBLIC_ENDPOINTS = {"api.health", "openapi.document"}
-
-
-@dataclass
-class Scout:
-    """What the routes share: settings, the log, the supervisor, the watcher, the modes."""
-
-    settings: Settings
-    store: Store
-    supervisor: Supervisor
-    watcher: LogWatcher
-    modes: dict[str, Mode]
-    claude: dict[str, Any] = field(default_factory=dict)
-    on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
-    _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe
-
-    def check_writable(self, every: float = 5.0) -> None:
-        """The store's write probe, taken at most every `every` seconds: it must wait for the
-        write lock, which many busy workers hold in turn. A failed write is seen at once."""
-        when, error = self._probe
-        if time.monotonic() - when > every or self.store.last_write_error:
-            try:
-                self.store.check_writable()
-                error = None
-            except StoreError as exc:
-                error = str(exc)
-            self._probe = (time.monotonic(), error)
-        if error:
-            raise StoreError(error)
-
-    def close(self, mode: str | None = None) -> None:
-        self.supervisor.shutdown(mode)
-        self.watcher.stop()
-        for stop in self.on_close:
-            stop()
-        self.store.close()
-
-
-def scout() -> Scout:
-    return current_app.extensions["scout"]
 
 
 def claude_info(path: str | None) -> dict[str, Any]:
@@ -86,59 +49,6 @@ def claude_info(path: str | None) -> dict[str, Any]:
     return {"path": path, "version": version, "missing": version is None, **({"error": error} if error else {})}
 
 
-# -- rendering -----------------------------------------------------------------------
-
-def task_summary(task: Task) -> dict[str, Any]:
-    """A task without its events (for lists)."""
-    out = {
-        "task_id": task.id, "status": task.status, "session_id": task.session_id,
-        "message": task.message if len(task.message) <= 200 else task.message[:200] + "…",
-        "mode": task.options.get("mode"), "cwd": task.options.get("cwd"),
-        "created_at": task.created_at, "started_at": task.started_at,
-        "finished_at": task.finished_at, "error": task.error, "cursor": task.num,
-    }
-    if task.result:
-        out["cost_usd"] = task.result.get("total_cost_usd")
-    return out
-
-
-def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
-    """The status document: the seed contract's fields plus times, result and options."""
-    out: dict[str, Any] = {
-        "task_id": task.id, "status": task.status, "error": task.error,
-        "session_id": task.session_id, "message": task.message, "mode": task.options.get("mode"),
-        "cwd": task.options.get("cwd"), "created_at": task.created_at,
-        "started_at": task.started_at, "finished_at": task.finished_at,
-        "worker_pid": task.worker_pid, "result": None,
-    }
-    if task.result:
-        r = task.result
-        out["result"] = {"text": r.get("text"), "duration_ms": r.get("duration_ms"),
-                         "num_turns": r.get("num_turns"), "total_cost_usd": r.get("total_cost_usd"),
-                         "usage": r.get("usage"), "subtype": r.get("subtype"),
-                         "is_error": bool(r.get("is_error"))}
-    if events is not None:
-        out["events"] = [e.to_dict() for e in events]
-    return out
-
-
-def sse_frame(task_id: str, seq: int, type_: str, at: float, payload: str) -> tuple[int, bytes, str | None]:
-    """One logged event as SSE bytes, its stored payload JSON pasted in as it is; plus the
-    task's final status when this is the status event that ends it."""
-    data = (f'{{"task_id":{json.dumps(task_id)},"seq":{seq},"type":{json.dumps(type_)},'
-            f'"time":{at!r},"payload":{payload}}}')
-    final = None
-    if type_ == EventType.STATUS:
-        status = json.loads(payload).get("status")
-        final = status if status in TERMINAL else None
-    return seq, f"id: {seq}\nevent: {type_}\ndata: {data}\n\n".encode(), final
-
-
-def sse_end(task_id: str, status: str) -> bytes:
-    data = json.dumps({"task_id": task_id, "status": status})
-    return f"event: {END}\ndata: {data}\n\n".encode()
-
-
 # -- routes --------------------------------------------------------------------------
 
 api = Blueprint("api", __name__)
@@ -148,14 +58,6 @@ def json_body() -> Any:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
     return load_json(request.get_data(cache=True))  # 400 for bad JSON; past MAX_CONTENT_LENGTH, 413
-
-
-def get_task_or_404(task_id: str) -> Task:
-    check_task_id(task_id)
-    task = scout().store.get_task(task_id)
-    if task is None:
-        raise ApiError(404, "not_found", f"no task {task_id}")
-    return task
 
 
 def default_cwd(settings: Settings) -> str:
@@ -353,33 +255,21 @@ def list_sessions():
             "next_cursor": f"{last['last_activity']!r}_{last['session_id']}" if last else None}
 
 
-def get_session_or_404(session_id: str):
-    if not SESSION_ID.match(session_id):
-        raise ApiError(404, "not_found", f"no session {session_id!r}")
-    session = scout().store.get_session(session_id)
-    if session is None:
-        raise ApiError(404, "not_found", f"no session {session_id}")
-    return session
+def get_task_or_404(task_id: str) -> Task:
+    return task_or_404(scout().store, task_id)
 
 
 @api.get("/sessions/<session_id>")
 def show_session(session_id: str):
-    session = get_session_or_404(session_id)
-    tasks = scout().store.session_tasks(session.id)
-    return {
-        "session_id": session.id, "cwd": session.cwd, "created_at": session.created_at,
-        "last_activity": session.updated_at, "claude_session_id": session.claude_session_id,
-        "tasks": [{"task_id": t.id, "status": t.status, "message": t.message,
-                   "result_text": (t.result or {}).get("text"), "error": t.error,
-                   "cost_usd": (t.result or {}).get("total_cost_usd"), "mode": t.options.get("mode"),
-                   "created_at": t.created_at, "finished_at": t.finished_at} for t in tasks],
-    }
+    store = scout().store
+    session = session_or_404(store, session_id)
+    return session_detail(session, store.session_tasks(session.id))
 
 
 @api.delete("/sessions/<session_id>")
 def delete_session(session_id: str):
-    session = get_session_or_404(session_id)
     s = scout()
+    session = session_or_404(s.store, session_id)
     for task in s.store.session_tasks(session.id):
         if not task.finished:
             s.supervisor.stop(task.id)

@@ -32,7 +32,7 @@ from typing import Any, Iterator  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from .client import ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
-from .supervisor import interrupt_on_sigterm  # noqa: E402
+from .serverproc import interrupt_on_sigterm  # noqa: E402
 from .transcript import fmt_cost, fmt_duration  # noqa: E402
 from .vocab import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TERMINAL, UNFINISHED,  # noqa: E402
                     WAITING, EventType)

@@ -11,15 +11,16 @@ import asyncio
 import sys
 import time
 import warnings
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from claude_agent_sdk import (
-    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, PermissionResultAllow, PermissionResultDeny,
-    ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
+    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, PermissionResult, PermissionResultAllow,
+    PermissionResultDeny, ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
 from .store import Store, Task
+from .taskspec import WorkerSpec
 from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
 
 APPROVAL_POLL_SECONDS = 0.1
@@ -28,11 +29,11 @@ APPROVAL_POLL_SECONDS = 0.1
 warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 
-def run(spec: dict[str, Any]) -> int:
-    """Run the task named in spec ({"task_id", "db", "claude_path", "approval_timeout"})."""
-    store = Store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"))
-    store.max_events_per_task = spec.get("max_events_per_task")  # past it: EventCapError, the task fails
-    task = store.get_task(spec["task_id"])
+def run(spec: WorkerSpec) -> int:
+    """Run the task the spec names; returns the process's exit code."""
+    store = Store(spec.db, migrate=False, max_bytes=spec.db_max_bytes)
+    store.max_events_per_task = spec.max_events_per_task  # past it: EventCapError, the task fails
+    task = store.get_task(spec.task_id)
     if task is None or task.status not in ACTIVE or task.stop_requested:
         return 0  # stopped before it began: a stop's sweep may have come before our title
     try:
@@ -51,7 +52,7 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgentOptions:
+def build_options(store: Store, task: Task, spec: WorkerSpec) -> ClaudeAgentOptions:
     """Translate a task's resolved options (mode, overrides, session) into the SDK's."""
     opts = task.options
     session = store.get_session(task.session_id)
@@ -70,13 +71,13 @@ def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgent
         max_turns=opts.get("max_turns"),
         max_budget_usd=opts.get("max_budget_usd"),
         include_partial_messages=bool(opts.get("stream_deltas", True)),
-        cli_path=spec.get("claude_path"),
+        cli_path=spec.claude_path,
         can_use_tool=_approver(store, task, spec),
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
     )
 
 
-def _approver(store: Store, task: Task, spec: dict[str, Any]):
+def _approver(store: Store, task: Task, spec: WorkerSpec) -> Callable[..., Awaitable[PermissionResult]]:
     """The can_use_tool callback: ask a person over HTTP for the mode's approval tools.
 
     Claude Code calls it only for tool uses its permission mode and allowed_tools do
@@ -84,7 +85,7 @@ def _approver(store: Store, task: Task, spec: dict[str, Any]):
     POST /chat/{id}/approve (no answer in time means deny); anything else is denied.
     """
     needs_person = set(task.options.get("approval_tools") or [])
-    timeout = float(spec.get("approval_timeout", 300.0))
+    timeout = float(spec.approval_timeout)
 
     async def can_use_tool(tool: str, tool_input: dict[str, Any],
                            context: ToolPermissionContext) -> PermissionResultAllow | PermissionResultDeny:
@@ -122,7 +123,7 @@ async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
     yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
 
 
-async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
+async def _drive(store: Store, task: Task, spec: WorkerSpec) -> None:
     options = build_options(store, task, spec)
     finished = False
     async for message in query(prompt=_prompt(task.message), options=options):
@@ -241,8 +242,7 @@ def main() -> None:
     parser.add_argument("task_id")
     args = parser.parse_args()
     settings = Settings.from_env()
-    sys.exit(run({"task_id": args.task_id, "db": settings.db, "claude_path": settings.claude_path,
-                  "approval_timeout": settings.approval_timeout}))
+    sys.exit(run(WorkerSpec.from_settings(args.task_id, settings)))
 
 
 if __name__ == "__main__":
