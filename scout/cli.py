@@ -35,7 +35,8 @@ if TYPE_CHECKING:  # imported for real only when a command runs (see run_command
 
 from .vocab import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, TERMINAL, WAITING,
                     EventType)
-from .transcript import (fmt_cost, fmt_duration, fmt_time, result_content, result_line, session_markdown,
+from .reducer import Approval, Denied, Problem, TaskFold, Text, Thinking, Tool
+from .transcript import (fmt_cost, fmt_duration, fmt_time, result_line, session_markdown,
                          task_duration, task_markdown, tool_summary)
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -263,16 +264,22 @@ STATUS_MARK = {COMPLETED: "✓", FAILED: "✗", CANCELLED: "■"}
 
 
 class EventRenderer:
-    """Turns a task's events into readable terminal lines, live or replayed."""
+    """Turns a task's events into readable terminal lines, live or replayed: each event is
+    folded (scout/reducer.py) and the part it added or changed is printed."""
 
     def __init__(self, out: Out, task_id: str, spinner: Spinner | None = None, live: bool = True):
         self.out = out
         self.live = live  # following as it happens (hints about what to do now make sense)
         self.task_id = task_id
         self.spinner = spinner
+        self.fold = TaskFold()
         self.streamed = ""  # text printed from deltas for the current block
+        self._streaming: Text | None = None  # the block those deltas belong to
         self.last_seq = 0
-        self.status: str | None = None
+
+    @property
+    def status(self) -> str | None:
+        return self.fold.status
 
     def _label(self, text: str) -> None:
         if self.spinner:
@@ -282,85 +289,96 @@ class EventRenderer:
         seq = event.get("seq")
         if isinstance(seq, int):
             self.last_seq = max(self.last_seq, seq)
-        etype = event.get("type")
-        p = event.get("payload") or {}
-        out, w = self.out, self.out.width
-        if etype == EventType.TEXT_DELTA:
-            text = str(p.get("text", ""))
-            self.streamed += text
-            out.write(text)
-            self._label("writing")
-        elif etype == EventType.ASSISTANT:
-            text = str(p.get("text", ""))
-            if not self.streamed:
-                out.newline()
-                out.write(text)
-            elif text.startswith(self.streamed):
-                out.write(text[len(self.streamed):])
-            self.streamed = ""
-            out.newline()
-            self._label("thinking")
-        elif etype == EventType.THINKING:
-            text = str(p.get("text", ""))
-            if text.strip():
-                out.line(out.style("💭 " + short(text, w - 4), "dim"))
-        elif etype == EventType.TOOL_USE:
+        etype = str(event.get("type") or "")
+        payload = event.get("payload") or {}
+        part = self.fold.apply(etype, payload, seq if isinstance(seq, int) else None, event.get("time"))
+        if isinstance(part, Text):
+            self._text(part)
+        elif isinstance(part, Thinking):
+            if part.text.strip():
+                self.out.line(self.out.style("💭 " + short(part.text, self.out.width - 4), "dim"))
+        elif isinstance(part, Tool):
             self._end_text()
-            name = str(p.get("name") or "tool")
-            summary = tool_summary(name, p.get("input"), width=max(20, w - len(name) - 4))
-            out.line(out.style("⚙ ", "cyan") + out.style(name, "bold") + (f": {summary}" if summary else ""))
-            self._label(f"running {name}")
-        elif etype == EventType.TOOL_RESULT:
+            if part.done:
+                self._tool_result(part)
+                self._label("thinking")
+            else:
+                self._tool_call(part)
+        elif isinstance(part, Approval):
+            self._approval(part)
+        elif isinstance(part, Denied):
             self._end_text()
-            self._tool_result(p)
-            self._label("thinking")
-        elif etype == EventType.APPROVAL_REQUEST:
+            reason = f": {part.reason}" if part.reason else ""
+            self.out.line(self.out.style("⛔ ", "red") + self.out.style(part.tool, "bold") + " was not allowed"
+                          + short(reason, self.out.width - 30))
+        elif isinstance(part, Problem):
             self._end_text()
-            name = str(p.get("tool") or "tool")
-            summary = tool_summary(name, p.get("input"), width=max(20, w - len(name) - 24))
-            out.line(out.style("⏸ ", "magenta") + out.style(name, "bold") + " needs approval"
-                     + (f": {summary}" if summary else ""))
-            if self.live:
-                out.line(out.style(f"  answer with: scout approve {self.task_id[:8]}   (or --deny)", "dim"))
-            self._label("waiting for approval")
-        elif etype == EventType.APPROVAL:
-            allowed = p.get("decision") == "allow"
-            reason = f": {p['reason']}" if p.get("reason") else ""
-            out.line("  " + (out.style("✓ allowed", "green") if allowed else out.style("✗ denied", "red")) + reason)
-            self._label("running")
-        elif etype == EventType.PERMISSION_DENIED:
-            self._end_text()
-            name = str(p.get("tool") or "tool")
-            reason = f": {p['reason']}" if p.get("reason") else ""
-            out.line(out.style("⛔ ", "red") + out.style(name, "bold") + " was not allowed" + short(reason, w - 30))
-        elif etype == EventType.ERROR:
-            self._end_text()
-            out.line(out.style("✗ error: ", "red") + str(p.get("message", "unknown error")))
+            self.out.line(self.out.style("✗ error: ", "red") + part.message)
         elif etype == EventType.STATUS:
-            self.status = p.get("status")
             labels = {PENDING: "queued", RUNNING: "starting", WAITING: "waiting for approval"}
             if self.status in labels:
                 self._label(labels[self.status])
         elif etype == EventType.RESULT:
             self._end_text()
-        elif etype == EventType.SYSTEM and p.get("subtype") == "init":
+        elif etype == EventType.SYSTEM and payload.get("subtype") == "init":
             self._label("thinking")
+
+    def _text(self, part: Text) -> None:
+        """Print what is new of a text block: a delta as it comes, the rest once it is whole."""
+        out = self.out
+        if part is not self._streaming:
+            self._streaming, self.streamed = part, ""
+        if not part.final:
+            out.write(part.text[len(self.streamed):])
+            self.streamed = part.text
+            self._label("writing")
+            return
+        if not self.streamed:
+            out.newline()
+            out.write(part.text)
+        elif part.text.startswith(self.streamed):
+            out.write(part.text[len(self.streamed):])
+        self.streamed, self._streaming = "", None
+        out.newline()
+        self._label("thinking")
+
+    def _tool_call(self, tool: Tool) -> None:
+        out, w = self.out, self.out.width
+        summary = tool_summary(tool.name, tool.input, width=max(20, w - len(tool.name) - 4))
+        out.line(out.style("⚙ ", "cyan") + out.style(tool.name, "bold") + (f": {summary}" if summary else ""))
+        self._label(f"running {tool.name}")
+
+    def _approval(self, approval: Approval) -> None:
+        out, w = self.out, self.out.width
+        if approval.decision is not None:
+            allowed = approval.decision == "allow"
+            reason = f": {approval.reason}" if approval.reason else ""
+            out.line("  " + (out.style("✓ allowed", "green") if allowed else out.style("✗ denied", "red")) + reason)
+            self._label("running")
+            return
+        self._end_text()
+        summary = tool_summary(approval.tool, approval.input, width=max(20, w - len(approval.tool) - 24))
+        out.line(out.style("⏸ ", "magenta") + out.style(approval.tool, "bold") + " needs approval"
+                 + (f": {summary}" if summary else ""))
+        if self.live:
+            out.line(out.style(f"  answer with: scout approve {self.task_id[:8]}   (or --deny)", "dim"))
+        self._label("waiting for approval")
 
     def _end_text(self) -> None:
         self.streamed = ""
         self.out.newline()
 
-    def _tool_result(self, p: dict[str, Any]) -> None:
+    def _tool_result(self, tool: Tool) -> None:
         out, w = self.out, self.out.width
-        text = result_content(p.get("content")).rstrip("\n")
+        text = (tool.output or "").rstrip("\n")
         lines = text.splitlines() or [""]
         shown = lines[:RESULT_LINES]
-        colour = ("red",) if p.get("is_error") else ("dim",)
+        colour = ("red",) if tool.is_error else ("dim",)
         if not text.strip():
-            out.line(out.style("  (no output)" if not p.get("is_error") else "  ✗ (error, no output)", *colour))
+            out.line(out.style("  (no output)" if not tool.is_error else "  ✗ (error, no output)", *colour))
             return
         for i, line in enumerate(shown):
-            prefix = "  ✗ " if p.get("is_error") and i == 0 else "  "
+            prefix = "  ✗ " if tool.is_error and i == 0 else "  "
             out.line(out.style(prefix + clip_line(line, w - len(prefix)), *colour))
         if len(lines) > len(shown):
             out.line(out.style(f"  … {len(lines) - len(shown)} more lines", "dim"))
