@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 from .vocab import PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus, can_transition
 
@@ -168,8 +168,136 @@ def _event(row: sqlite3.Row) -> Event:
                  time=row["time"], payload=json.loads(row["payload"]))
 
 
-class Store:
-    """The event log. One object per process; each thread gets its own connection."""
+class EventLog(Protocol):
+    """The store's contract: what Scout asks of its event log, whatever the database.
+
+    Store (SQLite, below) implements it; a second backend implements the same verbs with
+    the same promises, and tests/test_store_contract.py holds each backend to them. Every
+    verb is safe to call from any thread and any process; a write is committed, and
+    visible to every reader, when the call returns; a database that cannot do what is
+    asked raises StoreError (never a driver's own exception).
+    """
+
+    path: str                           # where the log lives (a file, or a database URL)
+    max_events_per_task: int | None     # past this many events a task's log refuses more
+    last_write_error: str | None        # the latest failed write, until one succeeds
+
+    # -- life cycle and health
+    def close_thread(self) -> None:
+        """Release the calling thread's connection (for short-lived threads)."""
+    def close(self) -> None:
+        """Release every connection this object opened (at process exit)."""
+    def migrate(self) -> int:
+        """Bring the schema up to date, safely against a concurrent migrator; returns the old version."""
+    def schema_version(self) -> int:
+        """The schema version the database is at."""
+    def integrity_check(self) -> str:
+        """'ok', or the first problem found in the database."""
+    def check_writable(self) -> None:
+        """Raise StoreError if a write would fail now: read-only, disk full, size cap near, last write failed."""
+    def size_bytes(self) -> int:
+        """Bytes the log takes up."""
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits: a cheap "anything new?" probe."""
+
+    # -- sessions
+    def get_session(self, session_id: str) -> Session | None:
+        """The session, or None."""
+    def set_claude_session(self, session_id: str, claude_session_id: str, cwd: str | None) -> None:
+        """Remember the Claude Code conversation (and directory) the session continues from."""
+    def list_sessions(self, limit: int = 50, after: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+        """Sessions by last activity, newest first, with task count, cost, first and last message."""
+    def delete_session(self, session_id: str) -> int | None:
+        """Delete a session with its tasks, events and approvals; how many tasks, or None if unknown."""
+
+    # -- tasks
+    def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
+                    max_pending: int | None = None) -> Task | None:
+        """A new pending task (and session) with its first status event, atomically; None when
+        max_pending tasks already wait."""
+    def get_task(self, task_id: str) -> Task | None:
+        """The task, or None."""
+    def list_tasks(self, status: str | None = None, session_id: str | None = None,
+                   limit: int = 50, before: int | None = None) -> list[Task]:
+        """Tasks newest first, filtered; `before` is the previous page's last Task.num."""
+    def session_tasks(self, session_id: str) -> list[Task]:
+        """A session's tasks, oldest first."""
+    def tasks_in(self, statuses: Iterable[str]) -> list[Task]:
+        """Every task in one of `statuses`, oldest first."""
+    def count_by_status(self) -> dict[str, int]:
+        """How many tasks have each status (every status present, 0 if none)."""
+    def next_startable(self, limit: int) -> list[Task]:
+        """Pending tasks, oldest first, whose session has nothing running, waiting or queued before them."""
+    def transition(self, task_id: str, to: TaskStatus, *, only_from: Iterable[TaskStatus] | None = None,
+                   error: str | None = None, result: dict[str, Any] | None = None,
+                   unless_stop_requested: bool = False, note: dict[str, Any] | None = None,
+                   **fields: Any) -> bool:
+        """Change a task's status if vocab.TRANSITIONS allows it, with its status event, atomically;
+        whether it happened. A terminal change reaches the task row even when the log is full."""
+    def set_worker(self, task_id: str, pid: int, started: float) -> None:
+        """Record the identity (pid and start time) of the task's leader process."""
+    def request_stop(self, task_id: str) -> None:
+        """Mark the task as asked to stop (a worker checks it before it starts)."""
+    def requeue(self, task_id: str) -> bool:
+        """Put an active task that never really started back to pending, forgetting its worker."""
+    def delete_task(self, task_id: str) -> bool:
+        """Delete a task with its events and approvals; whether it existed."""
+
+    # -- events
+    def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
+        """Append an event with the task's next seq (unique, gap-free, across processes); its seq.
+        EventCapError past max_events_per_task, except for status events."""
+    def events_after(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        """Up to `limit` of the task's events after `after_seq`, in seq order."""
+    def iter_events(self, task_id: str, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:
+        """Every event of the task after `after_seq`, in seq order, read page by page."""
+    def raw_events_after(self, task_id: str, after_seq: int, limit: int = 500) -> list[tuple]:
+        """(seq, type, time, payload JSON text) of the task's events after `after_seq`, undecoded."""
+    def raw_events_since_id(self, event_id: int, limit: int = 5000) -> list[tuple]:
+        """(id, task_id, seq, type, time, payload JSON text) of every event with a larger id, by id."""
+    def iter_event_json(self, task_id: str, page: int = 2000) -> Iterator[str]:
+        """Each event of the task as its JSON object text, the payload pasted in as stored."""
+    def last_event_time(self, task_id: str) -> float | None:
+        """When the task last logged anything, or None."""
+    def max_event_id(self) -> int:
+        """The largest event id in the log (0 if none); ids only grow."""
+    def events_written(self) -> int:
+        """Events ever written, deleted ones included."""
+    def tasks_with_events_since(self, event_id: int) -> tuple[int, set[str]]:
+        """(newest event id, ids of the tasks with events newer than `event_id`)."""
+    def status_events_since(self, after_id: int, limit: int = 1000) -> tuple[int, list[Event]]:
+        """(cursor, status events with ids after `after_id`); pass the cursor back in next time."""
+    def get_cursor(self, name: str) -> int | None:
+        """The event id the durable reader `name` has handled everything up to, or None."""
+    def set_cursor(self, name: str, event_id: int) -> None:
+        """Store the durable reader's cursor."""
+
+    # -- retention
+    def prune_finished(self, finished_before: float, batch_events: int = 5000) -> dict[str, Any]:
+        """Delete finished tasks that ended before the time, in short transactions; what went."""
+    def compact(self, vacuum_fraction: float = 0.1, vacuum: bool = True) -> dict[str, Any]:
+        """Give free space back to the disk where the database can; what it did."""
+
+    # -- approvals
+    def ask_approval(self, task_id: str, tool_use_id: str, tool: str, tool_input: dict[str, Any],
+                     request: dict[str, Any]) -> None:
+        """Open an approval, move a running task to waiting and log the request, atomically."""
+    def open_approvals(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's unanswered approvals, oldest first."""
+    def decide_approval(self, task_id: str, decision: str, reason: str | None,
+                        tool_use_id: str | None = None) -> str | None:
+        """Answer the oldest open approval (or the named one); its tool_use_id, or None."""
+    def approval_decision(self, task_id: str, tool_use_id: str) -> tuple[str, str | None] | None:
+        """(decision, reason) once the approval is answered, else None."""
+
+
+class Store(EventLog):
+    """The event log in SQLite (WAL). One object per process; each thread gets its own connection.
+
+    SQLite's own means stay in here: PRAGMA busy_timeout, synchronous, max_page_count (the
+    SCOUT_DB_MAX_MB cap), data_version, user_version (the schema version), quick_check,
+    incremental vacuum and WAL checkpoints.
+    """
 
     # Past this many events a task's log refuses more (EventCapError); None: no cap.
     max_events_per_task: int | None = None
