@@ -28,7 +28,7 @@ import shutil
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Generator, TextIO
 
 if TYPE_CHECKING:  # imported for real only when a command runs (see run_command)
     from .client import ScoutClient, SSEEvent
@@ -121,7 +121,7 @@ def resolve_session(client: ScoutClient, ref: str) -> str:
     return _one([s["session_id"] for s in sessions if s["session_id"].startswith(prefix)], "session", ref.strip())
 
 
-def follow(client: ScoutClient, task_id: str, after: int = 0) -> Iterator[SSEEvent]:
+def follow(client: ScoutClient, task_id: str, after: int = 0) -> Generator[SSEEvent, None, None]:
     """The task's events until its `end` event, resuming if the stream drops (for ~20 s)."""
     return client.stream(task_id, after, reconnect=8, reconnect_delay=0.5)
 
@@ -258,9 +258,9 @@ def age(ts: float | None, now: float | None = None) -> str:
     return f"{int(secs)}s"
 
 
-STATUS_STYLE = {COMPLETED: ("green",), FAILED: ("red",), CANCELLED: ("yellow",),
-                RUNNING: ("cyan",), WAITING: ("magenta",), PENDING: ("dim",)}
-STATUS_MARK = {COMPLETED: "✓", FAILED: "✗", CANCELLED: "■"}
+STATUS_STYLE: dict[str, tuple[str, ...]] = {COMPLETED: ("green",), FAILED: ("red",), CANCELLED: ("yellow",),
+                                         RUNNING: ("cyan",), WAITING: ("magenta",), PENDING: ("dim",)}
+STATUS_MARK: dict[str, str] = {COMPLETED: "✓", FAILED: "✗", CANCELLED: "■"}
 
 
 class EventRenderer:
@@ -315,7 +315,8 @@ class EventRenderer:
             self._end_text()
             self.out.line(self.out.style("✗ error: ", "red") + part.message)
         elif etype == EventType.STATUS:
-            labels = {PENDING: "queued", RUNNING: "starting", WAITING: "waiting for approval"}
+            labels: dict[str | None, str] = {PENDING: "queued", RUNNING: "starting",
+                                             WAITING: "waiting for approval"}
             if self.status in labels:
                 self._label(labels[self.status])
         elif etype == EventType.RESULT:
@@ -588,7 +589,7 @@ def cmd_tasks(client: ScoutClient, args: argparse.Namespace) -> int:
     rows = [(t["task_id"][:8], t.get("status") or "", age(t.get("created_at"), now), t.get("mode") or "",
              t.get("message") or "") for t in tasks]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("ID", "STATUS", "AGE", "MODE"))]
-    head = "  ".join(h.ljust(w) for h, w in zip(("ID", "STATUS", "AGE", "MODE"), widths)) + "  MESSAGE"
+    head = "  ".join(h.ljust(w) for h, w in zip(("ID", "STATUS", "AGE", "MODE"), widths, strict=True)) + "  MESSAGE"
     out.line(out.style(head, "bold"))
     room = max(20, out.width - sum(widths) - 8 - 1)
     for r in rows:
@@ -709,7 +710,8 @@ def cmd_health(client: ScoutClient, args: argparse.Namespace) -> int:
     else:
         out = Out()
         ok = res.get("status") == "ok"
-        out.line(out.style(f"{res.get('status')}", "green" if ok else "red") + f"  Scout {res.get('version')} at {client.base_url}")
+        out.line(out.style(f"{res.get('status')}", "green" if ok else "red")
+                 + f"  Scout {res.get('version')} at {client.base_url}")
         tasks, workers, claude, db = (res.get(k) or {} for k in ("tasks", "workers", "claude", "database"))
         out.line(f"  tasks    running {tasks.get('running', 0)} · waiting {tasks.get('waiting', 0)} · "
                  f"pending {tasks.get('pending', 0)}")

@@ -196,8 +196,8 @@ class Ops:
         if status not in TERMINAL and status != WAITING:
             return
         settings = self.state.settings
-        urls = [settings.webhook_url, task.options.get("webhook_url") if task else None]
-        urls = list(dict.fromkeys(u for u in urls if u))
+        wanted = [settings.webhook_url, task.options.get("webhook_url") if task else None]
+        urls: list[str] = list(dict.fromkeys(u for u in wanted if u))
         for url in list(urls):  # checked again: the allow-list may have changed since the task was made
             if webhook_url_problem(url, settings.webhook_hosts):
                 log.warning("webhook for task %s not sent: %s", event.task_id, where(url))

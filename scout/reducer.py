@@ -181,11 +181,11 @@ class TaskFold:
             self._approvals[tool_use_id] = approval
             return self._add(approval)
         elif kind == EventType.APPROVAL:
-            approval = self._approvals.get(str(payload.get("tool_use_id") or ""))
-            if approval is not None:
-                approval.decision = str(payload.get("decision") or "?")
-                approval.reason = payload.get("reason")
-            return approval
+            answered = self._approvals.get(str(payload.get("tool_use_id") or ""))
+            if answered is not None:
+                answered.decision = str(payload.get("decision") or "?")
+                answered.reason = payload.get("reason")
+            return answered
         elif kind == EventType.PERMISSION_DENIED:
             return self._add(Denied(str(payload.get("tool") or "tool"), payload.get("input"), payload.get("reason")))
         elif kind == EventType.ERROR:

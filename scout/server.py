@@ -89,7 +89,8 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
         "max_turns": req.get("max_turns", mode.max_turns),
         "max_budget_usd": req.get("max_budget_usd"),
         "stream_deltas": req.get("stream_deltas", True),
-        "webhook_url": check_webhook_url(req["webhook_url"], s.settings.webhook_hosts) if "webhook_url" in req else None,
+        "webhook_url": (check_webhook_url(req["webhook_url"], s.settings.webhook_hosts)
+                        if "webhook_url" in req else None),
     }
 
 
@@ -323,8 +324,11 @@ def _public_route() -> bool:
         return True
     exc = request.routing_exception
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        adapter = current_app.create_url_adapter(request)
+        if adapter is None:
+            return False
         try:
-            endpoint, _ = current_app.create_url_adapter(request).match(method=exc.valid_methods[0])
+            endpoint, _ = adapter.match(method=next(iter(exc.valid_methods)))
         except HTTPException:
             return False
         return endpoint in PUBLIC_ENDPOINTS
@@ -355,7 +359,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app = Flask("scout", static_folder=None)  # no /static route: every route is in the API
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_bytes)  # a JSON 413 past it
     app.url_map.merge_slashes = False  # "//x" is a JSON 404, not a redirect with an HTML body
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
     store = Store(settings.db, max_bytes=settings.db_max_bytes)
     integrity = store.integrity_check()
     if integrity != "ok":

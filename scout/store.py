@@ -540,13 +540,17 @@ class Store(EventLog):
     def list_tasks(self, status: str | None = None, session_id: str | None = None,
                    limit: int = 50, before: int | None = None) -> list[Task]:
         """Newest first; `before` is a cursor (a task's num) for the next page."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status:
-            where.append("status = ?"); params.append(status)
+            where.append("status = ?")
+            params.append(status)
         if session_id:
-            where.append("session_id = ?"); params.append(session_id)
+            where.append("session_id = ?")
+            params.append(session_id)
         if before is not None:
-            where.append("num < ?"); params.append(before)
+            where.append("num < ?")
+            params.append(before)
         sql = "SELECT * FROM tasks"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -565,7 +569,7 @@ class Store(EventLog):
             f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY num", statuses)]
 
     def count_by_status(self) -> dict[str, int]:
-        counts = {s: 0 for s in STATUSES}
+        counts: dict[str, int] = {s: 0 for s in STATUSES}
         for r in self._read("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status"):
             counts[r["status"]] = r["n"]
         return counts
@@ -834,7 +838,8 @@ class Store(EventLog):
             sql = "SELECT tool_use_id FROM approvals WHERE task_id = ? AND decision IS NULL"
             params: list[Any] = [task_id]
             if tool_use_id:
-                sql += " AND tool_use_id = ?"; params.append(tool_use_id)
+                sql += " AND tool_use_id = ?"
+                params.append(tool_use_id)
             row = conn.execute(sql + " ORDER BY asked_at LIMIT 1", params).fetchone()
             if row is None:
                 return None

@@ -161,7 +161,7 @@ class Supervisor:
         if zygote is not None:
             # The zygote exits once its remaining tasks (detached ones) have ended, reaping
             # them meanwhile; the next server adopts those tasks.
-            zygote.stdin.close()
+            _pipe(zygote.stdin).close()
             if mode == "cancel":
                 try:
                     zygote.wait(timeout=10)
@@ -397,11 +397,10 @@ class Supervisor:
     def _send_to_zygote(self, spec: WorkerSpec) -> None:
         zygote = self._ensure_zygote()
         with self._zygote_lock:
-            stdin: IO[bytes] = zygote.stdin  # type: ignore[assignment]  # always a pipe here
-            stdin.write((spec.to_json() + "\n").encode())
+            _pipe(zygote.stdin).write((spec.to_json() + "\n").encode())
 
     def _read_zygote(self, zygote: subprocess.Popen) -> None:
-        for raw in zygote.stdout:
+        for raw in _pipe(zygote.stdout):
             msg = json.loads(raw)
             if msg["event"] == "spawned":
                 with self._lock:
@@ -472,3 +471,9 @@ class Supervisor:
             how = f"the worker exited with code {code} without a final status"
         tail = self.stderr_tail(task.id, 1500)
         return f"{how}; stderr tail:\n{tail}" if tail else how
+
+
+def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
+    """One of the zygote's pipes (asked for with PIPE, so never None)."""
+    assert stream is not None
+    return stream

@@ -44,7 +44,8 @@ DEFAULT_UI_PORT = 7860
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 MAX_TOOL_OUTPUT = 6000  # characters of a tool's result shown in its step
 YIELD_EVERY = 0.05  # seconds: at most this often re-render during a burst of text deltas
-STATUS_ICONS = {COMPLETED: "✅", FAILED: "❌", CANCELLED: "⏹️", RUNNING: "🟢", PENDING: "🕓", WAITING: "✋"}
+STATUS_ICONS: dict[str, str] = {COMPLETED: "✅", FAILED: "❌", CANCELLED: "⏹️", RUNNING: "🟢", PENDING: "🕓",
+                                WAITING: "✋"}
 
 
 # =====================================================================================
@@ -589,23 +590,23 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         try:
             for task in tasks:
                 try:
-                    view = TaskView.from_status(client.status(task["task_id"]))
+                    task_view = TaskView.from_status(client.status(task["task_id"]))
                 except ScoutAPIError as exc:
-                    view = TaskView(task_id=task["task_id"], message=task.get("message") or "",
+                    task_view = TaskView(task_id=task["task_id"], message=task.get("message") or "",
                                     status=task.get("status") or FAILED, error=exc.message)
                 if conv.epoch != epoch:
                     return
-                if not view.active:
-                    conv.done = conv.done + view.messages()
+                if not task_view.active:
+                    conv.done = conv.done + task_view.messages()
                     continue
                 # Still running (or queued): show what it has done so far, then follow it live.
                 if not followed and not conv.claim(epoch):
                     return
                 followed = True
-                yield {**settings, chatbot: conv.shown(view.messages()), task_box: view.task_id,
+                yield {**settings, chatbot: conv.shown(task_view.messages()), task_box: task_view.task_id,
                        send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
-                       status_md: status_line(session_id, view)}
-                yield from follow(conv, view, epoch)
+                       status_md: status_line(session_id, task_view)}
+                yield from follow(conv, task_view, epoch)
                 if conv.epoch != epoch:
                     return
             if not followed:
@@ -807,7 +808,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                                      feedback_options=None, layout="bubble", scale=1,
                                      group_consecutive_messages=True)
                 with gr.Row(equal_height=True):
-                    msg_box = gr.Textbox(show_label=False, placeholder="Ask Scout… (Enter to send, Shift+Enter for a new line)",
+                    msg_box = gr.Textbox(show_label=False,
+                                         placeholder="Ask Scout… (Enter to send, Shift+Enter for a new line)",
                                          lines=1, max_lines=8, scale=8, container=False, autofocus=True,
                                          elem_id="scout-input", submit_btn=False)
                     send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="scout-send")

@@ -141,7 +141,7 @@ async def _drive(store: Store, task: Task, spec: WorkerSpec) -> None:
 
 
 def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
-    summary = {
+    summary: dict[str, Any] = {
         "text": msg.result, "subtype": msg.subtype, "is_error": msg.is_error,
         "duration_ms": msg.duration_ms, "num_turns": msg.num_turns,
         "total_cost_usd": msg.total_cost_usd, "usage": msg.usage,
