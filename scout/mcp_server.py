@@ -25,8 +25,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from .client import TERMINAL, ScoutAPIError, ScoutClient, ScoutUnreachable
+from .client import ScoutAPIError, ScoutClient, ScoutUnreachable
+from .reducer import TaskFold, Text, Tool
 from .transcript import tool_summary
+from .vocab import TERMINAL, WAITING, TaskStatus
 
 __all__ = ["build_server", "serve", "TaskReport", "StartedTask", "TaskList", "MAX_WAIT_SECONDS"]
 
@@ -35,7 +37,7 @@ POLL_SECONDS = 0.25  # how often get_task looks while it waits
 PICKUP_SECONDS = 5.0  # answer_approval waits at most this long for the task to take its answer up
 MAX_ANSWER_CHARS = 20_000  # an answer longer than this is cut from the front (the end matters most)
 RECENT_STEPS = 5
-SETTLED = (*TERMINAL, "waiting")  # where a wait ends: nothing more happens without the caller
+SETTLED = (*TERMINAL, WAITING)  # where a wait ends: nothing more happens without the caller
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 _ID = re.compile(ID_PATTERN)
 
@@ -128,68 +130,38 @@ class ApprovalOutcome:
 
 # -- reading a status document ------------------------------------------------------------
 
-def answer_so_far(doc: dict[str, Any]) -> str:
+def task_report(doc: dict[str, Any]) -> TaskReport:
+    """A status document (with its events) as the report get_task gives."""
+    fold = TaskFold.of(doc.get("events") or [])
+    asking = fold.asking if doc["status"] == WAITING else []
+    return TaskReport(
+        task_id=doc["task_id"], session_id=doc["session_id"], status=doc["status"],
+        finished=doc["status"] in TERMINAL, message=doc.get("message") or "", mode=doc.get("mode"),
+        cwd=doc.get("cwd"), answer=answer_so_far(doc, fold), result=doc.get("result"), error=doc.get("error"),
+        pending_approval=ApprovalRequest(asking[0].tool_use_id, asking[0].tool, asking[0].input,
+                                         asking[0].title) if asking else None,
+        recent_steps=[f"{t.name}: {tool_summary(t.name, t.input, width=160)}"
+                      for t in fold.parts if isinstance(t, Tool) and t.called][-RECENT_STEPS:],
+        created_at=doc.get("created_at"), started_at=doc.get("started_at"), finished_at=doc.get("finished_at"))
+
+
+def answer_so_far(doc: dict[str, Any], fold: TaskFold) -> str:
     """The task's answer: the result's text once there is one, else the text written so far
-    (whole assistant blocks, then the live text of the block being written)."""
-    result = doc.get("result") or {}
-    if isinstance(result.get("text"), str) and result["text"].strip():
-        text = result["text"]
+    (the main agent's, not its sub-agents'), cut from the front past MAX_ANSWER_CHARS."""
+    result_text = (doc.get("result") or {}).get("text")
+    if isinstance(result_text, str) and result_text.strip():
+        text = result_text
     else:
-        blocks: list[str] = []
-        partial: list[str] = []
-        for event in doc.get("events") or []:
-            payload = event.get("payload") or {}
-            if event.get("type") == "assistant":
-                partial.clear()
-                if str(payload.get("text", "")).strip():
-                    blocks.append(str(payload["text"]).strip())
-            elif event.get("type") == "text_delta":
-                partial.append(str(payload.get("text", "")))
-        if "".join(partial).strip():
-            blocks.append("".join(partial).strip())
-        text = "\n\n".join(blocks)
-    if len(text) > MAX_ANSWER_CHARS:
-        text = "…" + text[-MAX_ANSWER_CHARS:]
-    return text
-
-
-def pending_approval(doc: dict[str, Any]) -> ApprovalRequest | None:
-    """The oldest approval request not yet answered, while the task waits."""
-    if doc.get("status") != "waiting":
-        return None
-    asked: dict[str, ApprovalRequest] = {}
-    for event in doc.get("events") or []:
-        payload = event.get("payload") or {}
-        tool_use_id = str(payload.get("tool_use_id", ""))
-        if event.get("type") == "approval_request":
-            asked[tool_use_id] = ApprovalRequest(tool_use_id, str(payload.get("tool", "")),
-                                                 payload.get("input"), payload.get("title"))
-        elif event.get("type") == "approval":
-            asked.pop(tool_use_id, None)
-    return next(iter(asked.values()), None)
-
-
-def recent_steps(doc: dict[str, Any], count: int = RECENT_STEPS) -> list[str]:
-    """The last few tool calls, one line each (`Bash: ls -la`)."""
-    steps = [f"{p.get('name')}: {tool_summary(str(p.get('name')), p.get('input'), width=160)}"
-             for p in (e.get("payload") or {} for e in doc.get("events") or [] if e.get("type") == "tool_use")]
-    return steps[-count:]
+        text = "\n\n".join(p.text.strip() for p in fold.parts
+                            if isinstance(p, Text) and p.parent is None and p.text.strip())
+    return text if len(text) <= MAX_ANSWER_CHARS else "…" + text[-MAX_ANSWER_CHARS:]
 
 
 def _taken_up(doc: dict[str, Any], tool_use_id: str) -> bool:
     """Whether the task has acted on the answer to approval `tool_use_id` (or has ended)."""
-    return doc["status"] in TERMINAL or any(
-        e.get("type") == "approval" and (e.get("payload") or {}).get("tool_use_id") == tool_use_id
-        for e in doc.get("events") or [])
-
-
-def task_report(doc: dict[str, Any]) -> TaskReport:
-    return TaskReport(
-        task_id=doc["task_id"], session_id=doc["session_id"], status=doc["status"],
-        finished=doc["status"] in TERMINAL, message=doc.get("message") or "", mode=doc.get("mode"),
-        cwd=doc.get("cwd"), answer=answer_so_far(doc), result=doc.get("result"), error=doc.get("error"),
-        pending_approval=pending_approval(doc), recent_steps=recent_steps(doc),
-        created_at=doc.get("created_at"), started_at=doc.get("started_at"), finished_at=doc.get("finished_at"))
+    if doc["status"] in TERMINAL:
+        return True
+    return all(a.tool_use_id != tool_use_id for a in TaskFold.of(doc.get("events") or []).asking)
 
 
 # -- calling the API ----------------------------------------------------------------------
@@ -276,8 +248,7 @@ def build_server(client: ScoutClient) -> MCPServer:
 
     @server.tool()
     def list_tasks(
-        status: Annotated[Literal["pending", "running", "waiting", "completed", "failed", "cancelled"] | None,
-                          Field(description="Only tasks in this status.")] = None,
+        status: Annotated[TaskStatus | None, Field(description="Only tasks in this status.")] = None,
         session_id: Annotated[str | None, Field(pattern=ID_PATTERN,
                                                 description="Only this session's tasks.")] = None,
         limit: Annotated[int, Field(ge=1, le=100, description="At most this many (default 20).")] = 20,
