@@ -146,6 +146,7 @@ approval_tools = ["Write"]
                                                                   wait_seconds=600)
             assert "decision" in await call_error(mcp, "answer_approval", task_id=unknown, decision="maybe")
             assert "not a Scout id" in await call_error(mcp, "stop_task", task_id="..")
+            assert "Scout refused the request" in await call_error(mcp, "get_changes", session_id="no-such-session")
             assert (await call(mcp, "list_tasks", status="completed", limit=1))["more"] is True
 
         # The token is honoured: without it, Scout's refusal says what to set.
