@@ -73,37 +73,30 @@ class ApprovalRequest:
 
 
 @dataclass
-class TaskReport:
-    """Where a task stands: its status, what it has answered so far, and how it ended."""
+class TaskSummary:
+    """A task as list_tasks shows it."""
 
     task_id: str
     session_id: str
     status: str
-    finished: bool
     message: str
     mode: str | None = None
     cwd: str | None = None
-    answer: str = ""
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    pending_approval: ApprovalRequest | None = None
-    recent_steps: list[str] = field(default_factory=list)
     created_at: float | None = None
-    started_at: float | None = None
     finished_at: float | None = None
+    error: str | None = None
 
 
 @dataclass
-class TaskSummary:
-    task_id: str
-    session_id: str
-    status: str
-    message: str
-    mode: str | None = None
-    cwd: str | None = None
-    created_at: float | None = None
-    finished_at: float | None = None
-    error: str | None = None
+class TaskReport(TaskSummary):
+    """Where a task stands: its status, what it has answered so far, and how it ended."""
+
+    finished: bool = False
+    answer: str = ""
+    result: dict[str, Any] | None = None
+    pending_approval: ApprovalRequest | None = None
+    recent_steps: list[str] = field(default_factory=list)
+    started_at: float | None = None
 
 
 @dataclass
@@ -130,19 +123,24 @@ class ApprovalOutcome:
 
 # -- reading a status document ------------------------------------------------------------
 
+def summary_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """A task document's (status or list entry) TaskSummary fields."""
+    return {"task_id": doc["task_id"], "session_id": doc["session_id"], "status": doc["status"],
+            "message": doc.get("message") or "", "mode": doc.get("mode"), "cwd": doc.get("cwd"),
+            "created_at": doc.get("created_at"), "finished_at": doc.get("finished_at"), "error": doc.get("error")}
+
+
 def task_report(doc: dict[str, Any]) -> TaskReport:
     """A status document (with its events) as the report get_task gives."""
     fold = TaskFold.of(doc.get("events") or [])
     asking = fold.asking if doc["status"] == WAITING else []
     return TaskReport(
-        task_id=doc["task_id"], session_id=doc["session_id"], status=doc["status"],
-        finished=doc["status"] in TERMINAL, message=doc.get("message") or "", mode=doc.get("mode"),
-        cwd=doc.get("cwd"), answer=answer_so_far(doc, fold), result=doc.get("result"), error=doc.get("error"),
+        **summary_fields(doc), finished=doc["status"] in TERMINAL, answer=answer_so_far(doc, fold),
+        result=doc.get("result"), started_at=doc.get("started_at"),
         pending_approval=ApprovalRequest(asking[0].tool_use_id, asking[0].tool, asking[0].input,
                                          asking[0].title) if asking else None,
         recent_steps=[f"{t.name}: {tool_summary(t.name, t.input, width=160)}"
-                      for t in fold.parts if isinstance(t, Tool) and t.called][-RECENT_STEPS:],
-        created_at=doc.get("created_at"), started_at=doc.get("started_at"), finished_at=doc.get("finished_at"))
+                      for t in fold.parts if isinstance(t, Tool) and t.called][-RECENT_STEPS:])
 
 
 def answer_so_far(doc: dict[str, Any], fold: TaskFold) -> str:
@@ -256,10 +254,7 @@ def build_server(client: ScoutClient) -> MCPServer:
         """List Scout's tasks, newest first, without their events (use get_task for one task's
         answer). Filter by status or session."""
         page = api_call(client, lambda: client.tasks(status=status, session_id=session_id, limit=limit))
-        tasks = [TaskSummary(t["task_id"], t["session_id"], t["status"], t.get("message") or "", t.get("mode"),
-                             t.get("cwd"), t.get("created_at"), t.get("finished_at"), t.get("error"))
-                 for t in page["tasks"]]
-        return TaskList(tasks, more=bool(page.get("next_cursor")))
+        return TaskList([TaskSummary(**summary_fields(t)) for t in page["tasks"]], more=bool(page.get("next_cursor")))
 
     @server.tool()
     def stop_task(task_id: TaskId) -> StopOutcome:
