@@ -5,8 +5,8 @@ subprocess and gets tools to hand work to a running Scout and follow it:
 start_task, get_task (which can wait for the task to settle), list_tasks,
 stop_task, answer_approval and get_changes. Each tool is one or two calls of the
 HTTP API through :class:`~scout.client.ScoutClient`; nothing here runs a task or
-touches the database, so this module is client-side only (it imports the client,
-the pure transcript helpers and the `mcp` package, no process code).
+touches the database, so this module is client-side only: it imports the client,
+the event fold (scout.reducer), the vocabulary and the `mcp` package, no process code.
 
 Every failure the client could meet (Scout down, the API refusing a request, an
 unknown task, a bad argument) comes back as a tool error (``isError: true``) with
