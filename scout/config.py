@@ -5,6 +5,12 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+
+def is_postgres_url(db: str) -> bool:
+    """Is SCOUT_DB a PostgreSQL URL (a database server) rather than an SQLite file path?"""
+    return db.startswith(("postgresql://", "postgres://"))
 
 
 class ConfigError(ValueError):
@@ -97,7 +103,7 @@ class Settings:
         env = dict(os.environ if env is None else env)
         raw_db = env.get("SCOUT_DB") or "data/scout.db"
         # A postgresql:// URL is a database server; anything else a file path.
-        db = raw_db if raw_db.startswith(("postgresql://", "postgres://")) else os.path.abspath(raw_db)
+        db = raw_db if is_postgres_url(raw_db) else os.path.abspath(raw_db)
         local = os.path.dirname(db) if db.startswith("/") else os.path.abspath("data")
         shutdown = env.get("SCOUT_SHUTDOWN", "detach")
         if shutdown not in ("detach", "cancel"):
@@ -131,10 +137,10 @@ class Settings:
         )
 
 
-DEFAULT_WEBHOOK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_WEBHOOK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 
 
-def _node_settings(env: dict[str, str]) -> dict[str, object]:
+def _node_settings(env: dict[str, str]) -> dict[str, Any]:
     """SCOUT_NODE_ID (default: the host name) and SCOUT_NODE_LEASE."""
     from .validate import NODE_ID
 
@@ -147,7 +153,7 @@ def _node_settings(env: dict[str, str]) -> dict[str, object]:
     return {"node_id": node, "node_lease": lease}
 
 
-def _ops_settings(env: dict[str, str]) -> dict[str, object]:
+def _ops_settings(env: dict[str, str]) -> dict[str, Any]:
     """Retention, event cap, log format and webhook settings."""
     from .validate import webhook_url_problem
 

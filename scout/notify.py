@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from .store import Store, StoreError
+from .store import EventLog, StoreError
 
 # An encoded event: (seq, SSE bytes, the task's final status if this event ends it).
 Frame = tuple[int, bytes, "str | None"]
@@ -22,7 +22,7 @@ Frame = tuple[int, bytes, "str | None"]
 class LogWatcher:
     """Per-task generation counters that a single thread bumps as events are committed."""
 
-    def __init__(self, store: Store, interval: float = 0.01,
+    def __init__(self, store: EventLog, interval: float = 0.01,
                  encode: Callable[[str, int, str, float, str], Frame] | None = None) -> None:
         self.store = store
         self.interval = interval
@@ -102,6 +102,7 @@ class LogWatcher:
 
     def _run(self) -> None:
         feed = self.store.event_feed(self.interval)
+        encode = self.encode
         while not self._stop.is_set():
             try:
                 batch = feed.poll(self.interval * 10)
@@ -117,11 +118,11 @@ class LogWatcher:
             if tasks:
                 with self._lock:
                     for _, task_id, seq, type_, at, payload in rows:
-                        if task_id in self._conds and self.encode is not None:
+                        if encode is not None and task_id in self._conds:
                             frames = self._frames.setdefault(task_id, [])
                             if frames and frames[-1][0] != seq - 1:
                                 frames.clear()  # never hand out a gap
-                            frames.append(self.encode(task_id, seq, type_, at, payload))
+                            frames.append(encode(task_id, seq, type_, at, payload))
                             if len(frames) > 4096:
                                 del frames[:2048]
                     for task_id in tasks:

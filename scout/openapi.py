@@ -14,8 +14,8 @@ from flask import Blueprint, current_app, jsonify
 from . import __version__
 from .modes import DEFAULT_MODE, PERMISSION_MODES
 from .validate import MAX_REASON_CHARS, ON_BUSY
+from .vocab import EVENT_TYPES, PENDING, RUNNING, STATUSES, WAITING
 
-STATUSES = ["pending", "running", "waiting", "completed", "failed", "cancelled"]
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 SESSION_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 TOOL_PATTERN = r"^[A-Za-z0-9_.:*()\-/ ]{1,200}$"
@@ -67,11 +67,11 @@ BOOL = {"type": "boolean"}
 TIME = {"type": "number", "description": "Unix time in seconds"}
 TIME_OR_NULL = {"type": ["number", "null"], "description": "Unix time in seconds"}
 TASK_ID = {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
-STATUS = {"type": "string", "enum": STATUSES}
+STATUS = {"type": "string", "enum": [str(s) for s in STATUSES]}
 
 ERROR_CODES = {
     400: "Bad request: malformed JSON, a missing, empty, unknown or wrongly typed field, a bad "
-         "query parameter, a bad cwd or an unknown mode.",
+         "query parameter, a bad cwd, an unknown mode or node.",
     401: "A bearer token is needed (SCOUT_API_TOKEN is set) and was missing or wrong.",
     403: "cwd resolves outside the allowed roots (SCOUT_ALLOWED_ROOTS).",
     404: "No such task or session (or no such path).",
@@ -129,8 +129,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
     tools = {"type": "array", "maxItems": 100, "items": {"type": "string", "pattern": TOOL_PATTERN}}
     event = _obj({
         "seq": {"type": "integer", "minimum": 1, "description": "1, 2, 3... per task, gap-free"},
-        "type": {"type": "string", "description": "status, system, text_delta, assistant, thinking, "
-                 "tool_use, tool_result, result, approval_request, approval, permission_denied, error"},
+        "type": {"type": "string", "description": ", ".join(EVENT_TYPES)},
         "time": TIME,
         "payload": {"type": "object"},
     })
@@ -171,9 +170,12 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
                 "webhook_url": _nullable({"type": "string", "maxLength": 2000, "pattern": r"^https?://",
                                           "description": "Called when the task ends; the host must be "
                                           "in SCOUT_WEBHOOK_HOSTS."}),
+                "node": _nullable({"type": "string", "pattern": SESSION_PATTERN, "description":
+                                   "Run only on this node (GET /nodes): for a cwd that exists there alone. "
+                                   "A node not on the log: 400 unknown_node."}),
             },
         },
-        "ChatAccepted": _obj({"task_id": TASK_ID, "status": {"type": "string", "enum": ["pending"]},
+        "ChatAccepted": _obj({"task_id": TASK_ID, "status": {"type": "string", "enum": [PENDING]},
                               "session_id": STR}),
         "Event": event,
         "Result": result,
@@ -181,6 +183,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "task_id": TASK_ID, "status": STATUS, "error": STR_OR_NULL, "session_id": STR,
             "message": STR, "mode": STR_OR_NULL, "cwd": STR_OR_NULL, "created_at": TIME,
             "started_at": TIME_OR_NULL, "finished_at": TIME_OR_NULL, "worker_pid": INT_OR_NULL,
+            "node": {"type": ["string", "null"], "description": "the node (server) that runs or ran it"},
             "result": {"oneOf": [{"type": "null"}, _ref("Result")]},
             "events": {"type": "array", "items": _ref("Event"),
                        "description": "left out with ?events=false"},
@@ -242,6 +245,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "approval_tools": {"type": "array", "items": STR},
             "permission_mode": {"type": "string", "enum": list(PERMISSION_MODES)},
             "model": STR_OR_NULL, "max_turns": INT_OR_NULL,
+            "mcp_servers": {"type": "array", "items": STR,
+                            "description": "Names of the MCP servers the mode gives Claude Code (its tools are "
+                                           "mcp__NAME__TOOL); their commands, URLs and secrets are not shown."},
         }),
         "PruneRequest": {"type": "object", "additionalProperties": False, "properties": {
             "older_than_days": _nullable({"type": "number", "minimum": 0, "maximum": 1e6})}},
@@ -255,10 +261,22 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
                               "error": STR}, required=["path", "ok"]),
             "claude": _obj({"path": STR_OR_NULL, "version": STR_OR_NULL, "missing": BOOL, "error": STR},
                            required=["path", "version", "missing"]),
-            "tasks": _obj({"running": INT, "waiting": INT, "pending": INT}),
+            "tasks": _obj({RUNNING: INT, WAITING: INT, PENDING: INT}),
             "workers": _obj({"max": INT, "active": INT, "zygote_alive": BOOL}),
             "streams": {"type": "integer", "description": "open SSE streams"},
+            "node": _obj({"id": STR, "shared": {"type": "boolean", "description": "other nodes share the log"},
+                          "running": INT, "lease_s": NUM, "heartbeat_error": STR_OR_NULL,
+                          "leader": {"type": "boolean", "description": "this node runs retention and webhooks"}},
+                         required=["id", "shared", "running"]),
         }),
+        "Node": _obj({
+            "node": STR, "state": {"type": "string", "enum": ["live", "lost"]}, "version": STR_OR_NULL,
+            "url": STR_OR_NULL, "lease_s": NUM_OR_NULL, "max_workers": INT_OR_NULL,
+            "running": {"type": "integer", "description": "its tasks running or waiting"},
+            "started_at": TIME_OR_NULL, "heartbeat_at": TIME_OR_NULL,
+            "lease_expires_in": {"type": ["number", "null"], "description": "seconds; below 0: lapsed"},
+        }, required=["node", "state", "running"]),
+        "NodeList": _obj({"nodes": {"type": "array", "items": _ref("Node")}, "this_node": STR}),
     }
 
 
@@ -345,6 +363,9 @@ def build_spec(modes: list[str] | None = None, max_message_bytes: int = 100_000,
             "Where tasks may run, and the defaults a client can show",
             {200: _ok(_ref("Config"), "The settings a client needs.")}, (),
             operationId="showConfig")},
+        "/nodes": {"get": op(
+            "The nodes (servers) on this log, with their lease, running count and version",
+            {200: _ok(_ref("NodeList"), "The nodes; one on SQLite.")}, (503,), operationId="listNodes")},
         "/health": {"get": op(
             "Liveness and state (public)",
             {200: _ok(_ref("Health"), "Healthy or degraded."),

@@ -13,14 +13,15 @@ import time
 from typing import Any, Callable
 
 from .logs import fields
-from .store import ACTIVE, Store, StoreError
+from .store import EventLog, StoreError
+from .vocab import ACTIVE
 
 log = logging.getLogger("scout.retention")
 DAY = 86400.0
 
 
 class Retention:
-    def __init__(self, store: Store, days: float, interval: float,
+    def __init__(self, store: EventLog, days: float, interval: float,
                  log_path: Callable[[str], str] | None = None) -> None:
         self.store = store
         self.days = days  # 0: the periodic job deletes nothing

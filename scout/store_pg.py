@@ -43,8 +43,9 @@ from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .store import (ACTIVE, PENDING, RUNNING, STATUSES, TERMINAL, WAITING, Event, EventCapError, FeedBatch,
-                    Session, StoreError, Task, _event, _task, new_id)
+from .store import (Event, EventCapError, FeedBatch, Session, StoreError, Task, _Change, _event, _narrowed, _task,
+                    new_id)
+from .vocab import ACTIVE, FAILED, PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus
 
 log = logging.getLogger("scout.store")
 
@@ -298,7 +299,7 @@ class PgStore:
             (claude_session_id, cwd, time.time(), session_id)))
 
     def list_sessions(self, limit: int = 50, after: tuple[float, str] | None = None) -> list[dict[str, Any]]:
-        where, params = "", []
+        where, params = "", list[Any]()
         if after is not None:
             where = "WHERE (s.updated_at, s.id) < (%s, %s)"
             params.extend(after)
@@ -352,7 +353,7 @@ class PgStore:
                          " VALUES (%s, %s, %s, %s, %s, %s, %s)",
                          (task_id, session_id, PENDING, message, json.dumps(options), now, node))
             conn.execute("INSERT INTO event_seqs (task_id) VALUES (%s)", (task_id,))
-            _append(conn, task_id, "status", {"status": PENDING}, now)
+            _append(conn, task_id, EventType.STATUS, {"status": PENDING}, now)
             return conn.cursor(row_factory=dict_row).execute("SELECT * FROM tasks WHERE id = %s",
                                                              (task_id,)).fetchone()
         row = self._write(fn)
@@ -364,13 +365,12 @@ class PgStore:
 
     def list_tasks(self, status: str | None = None, session_id: str | None = None,
                    limit: int = 50, before: int | None = None) -> list[Task]:
-        where, params = [], []
-        if status:
-            where.append("status = %s"); params.append(status)
-        if session_id:
-            where.append("session_id = %s"); params.append(session_id)
-        if before is not None:
-            where.append("num < %s"); params.append(before)
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status = %s", status), ("session_id = %s", session_id), ("num < %s", before)):
+            if value is not None and value != "":
+                where.append(column)
+                params.append(value)
         query = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")
         params.append(limit)
         return [_pg_task(r) for r in self._read(query + " ORDER BY num DESC LIMIT %s", params)]
@@ -383,11 +383,12 @@ class PgStore:
         """Tasks in these statuses, oldest first; with ``node``, only those that node runs."""
         query, params = "SELECT * FROM tasks WHERE status = ANY(%s)", [list(statuses)]
         if node is not None:
-            query += " AND node = %s"; params.append(node)
+            query += " AND node = %s"
+            params.append(node)  # type: ignore[arg-type]
         return [_pg_task(r) for r in self._read(query + " ORDER BY num", params)]
 
     def count_by_status(self) -> dict[str, int]:
-        counts = {s: 0 for s in STATUSES}
+        counts: dict[str, int] = {s: 0 for s in STATUSES}
         for r in self._read("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status"):
             counts[r["status"]] = r["n"]
         return counts
@@ -416,47 +417,25 @@ class PgStore:
             conn.execute("UPDATE tasks SET status = %s, started_at = %s, node = %s WHERE id = ANY(%s)",
                          (RUNNING, now, node, [r["id"] for r in rows]))
             for r in rows:
-                _append(conn, r["id"], "status", {"status": RUNNING}, now)
+                _append(conn, r["id"], EventType.STATUS, {"status": RUNNING}, now)
             return [{**r, "status": RUNNING, "started_at": now, "node": node} for r in rows]
         try:
             return [_pg_task(r) for r in self._write(fn)]
         except psycopg.errors.UniqueViolation:
             return []  # another node started a task of one of these sessions: try again later
 
-    def transition(self, task_id: str, to: str, allowed_from: Iterable[str],
+    def transition(self, task_id: str, to: TaskStatus, *, only_from: Iterable[TaskStatus] | None = None,
                    error: str | None = None, result: dict[str, Any] | None = None,
-                   unless_stop_requested: bool = False, **fields: Any) -> bool:
-        """Move a task to `to` if it is in one of `allowed_from`, logging a status event, in
-        one transaction (the row locked while it is checked). Returns whether it happened."""
-        allowed = tuple(allowed_from)
+                   unless_stop_requested: bool = False, note: dict[str, Any] | None = None,
+                   **fields: Any) -> bool:
+        """As Store.transition: a legal change (vocab.TRANSITIONS, narrowed by only_from) with
+        its status event, in one transaction, the task's row locked while it is checked."""
         unknown = set(fields) - _TASK_COLUMNS
         if unknown:
             raise ValueError(f"not task columns: {sorted(unknown)}")
-        now = time.time()
-
-        def fn(conn):
-            row = conn.execute("SELECT status, stop_requested FROM tasks WHERE id = %s FOR UPDATE",
-                               (task_id,)).fetchone()
-            if row is None or row[0] not in allowed or (unless_stop_requested and row[1]):
-                return False
-            sets: dict[str, Any] = {"status": to, **fields}
-            if to == RUNNING and "started_at" not in fields:
-                sets["started_at"] = now
-            if to in TERMINAL:
-                sets["finished_at"] = now
-            if error is not None:
-                sets["error"] = error
-            if result is not None:
-                sets["result"] = json.dumps(result)
-            assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in sets)
-            conn.execute(sql.SQL("UPDATE tasks SET {} WHERE id = %s").format(assignments),
-                         (*sets.values(), task_id))
-            payload: dict[str, Any] = {"status": to}
-            if error is not None:
-                payload["error"] = error
-            _append(conn, task_id, "status", payload, now)
-            return True
-        return self._write(fn)
+        change = _Change(TaskStatus(to), _narrowed(to, only_from), error, result,
+                         unless_stop_requested, note or {}, fields)
+        return self._write(_transition, task_id, change, time.time())
 
     def set_worker(self, task_id: str, pid: int, started: float) -> None:
         self._write(lambda conn: conn.execute(
@@ -470,14 +449,9 @@ class PgStore:
         self._write(fn)
 
     def requeue(self, task_id: str) -> bool:
-        def fn(conn):
-            cur = conn.execute(
-                "UPDATE tasks SET status = %s, started_at = NULL, worker_pid = NULL, worker_started = NULL,"
-                " node = NULL WHERE id = %s AND status = ANY(%s)", (PENDING, task_id, list(ACTIVE)))
-            if cur.rowcount:
-                _append(conn, task_id, "status", {"status": PENDING, "requeued": True}, time.time())
-            return bool(cur.rowcount)
-        return self._write(fn)
+        """Put an active task that never really started back in the queue, for any node."""
+        return self.transition(task_id, PENDING, note={"requeued": True}, started_at=None, worker_pid=None,
+                               worker_started=None, node=None)
 
     def delete_task(self, task_id: str) -> bool:
         return self._write(lambda conn: _delete_tasks(conn, [task_id]) > 0)
@@ -487,7 +461,7 @@ class PgStore:
     def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
         """Append one event; returns its seq (0 if the task is gone). Committed before this returns.
         Past max_events_per_task, EventCapError (status events are always logged)."""
-        cap = self.max_events_per_task if type != "status" else None
+        cap = self.max_events_per_task if type != EventType.STATUS else None
         return self._write(_append, task_id, type, payload, time.time(), cap)
 
     def events_after(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
@@ -637,10 +611,8 @@ class PgStore:
             conn.execute("INSERT INTO approvals (task_id, tool_use_id, tool, input, asked_at)"
                          " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                          (task_id, tool_use_id, tool, json.dumps(tool_input), now))
-            if conn.execute("UPDATE tasks SET status = %s WHERE id = %s AND status = %s AND NOT stop_requested",
-                            (WAITING, task_id, RUNNING)).rowcount:
-                _append(conn, task_id, "status", {"status": WAITING}, now)
-            _append(conn, task_id, "approval_request", request, now, self.max_events_per_task)
+            _transition(conn, task_id, _Change(WAITING, unless_stop_requested=True), now)
+            _append(conn, task_id, EventType.APPROVAL_REQUEST, request, now, self.max_events_per_task)
         self._write(fn)
 
     def open_approvals(self, task_id: str) -> list[dict[str, Any]]:
@@ -654,7 +626,8 @@ class PgStore:
         def fn(conn):
             query, params = "SELECT tool_use_id FROM approvals WHERE task_id = %s AND decision IS NULL", [task_id]
             if tool_use_id:
-                query += " AND tool_use_id = %s"; params.append(tool_use_id)
+                query += " AND tool_use_id = %s"
+                params.append(tool_use_id)
             row = conn.execute(query + " ORDER BY asked_at LIMIT 1 FOR UPDATE", params).fetchone()
             if row is None:
                 return None
@@ -715,10 +688,10 @@ class PgStore:
             failed = []
             for node in lost:
                 ids = [r[0] for r in conn.execute(
-                    "UPDATE tasks SET status = 'failed', finished_at = %s, error = %s"
-                    " WHERE node = %s AND status = ANY(%s) RETURNING id", (now, error, node, list(ACTIVE)))]
+                    "SELECT id FROM tasks WHERE node = %s AND status = ANY(%s) ORDER BY num FOR UPDATE",
+                    (node, list(ACTIVE)))]
                 for task_id in ids:
-                    _append(conn, task_id, "status", {"status": "failed", "error": error}, now)
+                    _transition(conn, task_id, _Change(FAILED, error=error), now)
                 conn.execute("UPDATE nodes SET lost_at = now() WHERE id = %s", (node,))
                 failed.extend(ids)
             return failed
@@ -743,13 +716,26 @@ def _append(conn: psycopg.Connection, task_id: str, type: str, payload: dict[str
     """Insert an event with the next seq of its task (and, for a status, the next feed
     position), notifying at commit; must run inside a transaction or alone."""
     params = {"t": task_id, "type": type, "time": now, "payload": json.dumps(payload), "cap": cap}
-    row = conn.execute(_SQL_APPEND[(type == "status", bool(cap))], params).fetchone()
+    row = conn.execute(_SQL_APPEND[(type == EventType.STATUS, bool(cap))], params).fetchone()
     if row is not None:
         return row[0]
     if cap and conn.execute("SELECT 1 FROM event_seqs WHERE task_id = %s", (task_id,)).fetchone():
         raise EventCapError(f"the task reached the limit of {cap} logged events (SCOUT_MAX_EVENTS_PER_TASK); "
                             f"its log takes no more, so it was stopped")
     return 0  # the task is gone: there is no log to add to
+
+
+def _transition(conn: psycopg.Connection, task_id: str, change: _Change, now: float) -> bool:
+    """Apply a status change if the table (and the change's own limits) allow it; inside a
+    transaction, the row locked. Returns whether it happened."""
+    row = conn.execute("SELECT status, stop_requested FROM tasks WHERE id = %s FOR UPDATE", (task_id,)).fetchone()
+    if row is None or not change.allows(row[0], row[1]):
+        return False
+    sets, payload = change.applied(now)
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in sets)
+    conn.execute(sql.SQL("UPDATE tasks SET {} WHERE id = %s").format(assignments), (*sets.values(), task_id))
+    _append(conn, task_id, EventType.STATUS, payload, now)
+    return True
 
 
 def _delete_tasks(conn: psycopg.Connection, ids: list[str]) -> int:
@@ -910,7 +896,8 @@ class Leadership:
             return True
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            if conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+            if row and row[0]:
                 self._conn = conn
                 return True
             conn.close()

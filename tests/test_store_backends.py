@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from scout.store import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, WAITING, EventCapError, open_store)
+from scout.backends import open_store
+from scout.store import EventCapError
+from scout.vocab import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, WAITING
 
 
 @pytest.fixture
@@ -42,9 +44,9 @@ def test_max_pending_refuses_without_writing(store):
 
 def test_transition_checks_the_from_status_and_logs_it(store):
     task = store.create_task("a", {})
-    assert not store.transition(task.id, COMPLETED, (RUNNING,))
-    assert store.transition(task.id, RUNNING, (PENDING,))
-    assert store.transition(task.id, FAILED, (RUNNING,), error="boom", result={"text": "x"})
+    assert not store.transition(task.id, COMPLETED, only_from=(RUNNING,))
+    assert store.transition(task.id, RUNNING, only_from=(PENDING,))
+    assert store.transition(task.id, FAILED, only_from=(RUNNING,), error="boom", result={"text": "x"})
     done = store.get_task(task.id)
     assert (done.status, done.error, done.result) == (FAILED, "boom", {"text": "x"})
     assert done.started_at and done.finished_at
@@ -55,9 +57,9 @@ def test_transition_checks_the_from_status_and_logs_it(store):
 
 def test_unless_stop_requested(store):
     task = store.create_task("a", {})
-    store.transition(task.id, RUNNING, (PENDING,))
+    store.transition(task.id, RUNNING, only_from=(PENDING,))
     store.request_stop(task.id)
-    assert not store.transition(task.id, COMPLETED, (RUNNING,), unless_stop_requested=True)
+    assert not store.transition(task.id, COMPLETED, only_from=(RUNNING,), unless_stop_requested=True)
     assert store.get_task(task.id).stop_requested
 
 
@@ -69,7 +71,7 @@ def test_claim_takes_oldest_and_one_task_per_session(store):
     assert [t.id for t in claimed] == [a1.id, b1.id]
     assert all(t.status == RUNNING for t in claimed)
     assert store.claim(10, node="n1") == []  # a2 waits for a1
-    store.transition(a1.id, COMPLETED, (RUNNING,))
+    store.transition(a1.id, COMPLETED, only_from=(RUNNING,))
     assert [t.id for t in store.claim(10, node="n1")] == [a2.id]
     assert [e.payload["status"] for e in store.iter_events(a2.id)] == [PENDING, RUNNING]
 
@@ -91,7 +93,7 @@ def test_event_cap(store):
     store.append_event(task.id, "assistant", {"text": "2"})
     with pytest.raises(EventCapError):
         store.append_event(task.id, "assistant", {"text": "3"})
-    assert store.transition(task.id, FAILED, (PENDING,), error="cap")  # an ending is always logged
+    assert store.transition(task.id, FAILED, only_from=(PENDING,), error="cap")  # an ending is always logged
     assert _seqs(store, task.id) == [1, 2, 3, 4]
 
 
@@ -109,11 +111,11 @@ def test_status_feed_follows_every_change_in_order(store):
     start = store.status_head()
     t1 = store.create_task("a", {})
     store.append_event(t1.id, "assistant", {"text": "not a status"})
-    store.transition(t1.id, RUNNING, (PENDING,))
+    store.transition(t1.id, RUNNING, only_from=(PENDING,))
     cursor, events = store.status_events_since(start)
     assert [(e.task_id, e.payload["status"]) for e in events] == [(t1.id, PENDING), (t1.id, RUNNING)]
     assert store.status_events_since(cursor) == (cursor, [])
-    store.transition(t1.id, COMPLETED, (RUNNING,))
+    store.transition(t1.id, COMPLETED, only_from=(RUNNING,))
     _, more = store.status_events_since(cursor)
     assert [e.payload["status"] for e in more] == [COMPLETED]
 
@@ -153,8 +155,10 @@ def test_sessions_listing_and_paging(store):
         store.create_task(f"m{i}", {}, session_id=f"s{i}")
         time.sleep(0.01)
     second = store.create_task("again", {}, session_id="s0")
-    store.claim(5)
-    store.transition(second.id, COMPLETED, (RUNNING, PENDING), result={"total_cost_usd": 0.25})
+    first = store.claim(5)[0]
+    assert store.transition(first.id, COMPLETED)
+    assert [t.id for t in store.claim(5)] == [second.id]
+    assert store.transition(second.id, COMPLETED, result={"total_cost_usd": 0.25})
     page = store.list_sessions(limit=2)
     assert [p["session_id"] for p in page] == ["s0", "s2"]
     assert page[0]["task_count"] == 2 and page[0]["first_message"] == "m0" and page[0]["last_message"] == "again"
@@ -167,7 +171,7 @@ def test_sessions_listing_and_paging(store):
 
 def test_prune_keeps_unfinished_tasks(store):
     done = store.create_task("old", {}, session_id="old")
-    store.transition(done.id, CANCELLED, (PENDING,))
+    store.transition(done.id, CANCELLED, only_from=(PENDING,))
     keep = store.create_task("keep", {})
     out = store.prune_finished(time.time() + 1, batch_events=1)
     assert out["tasks"] == 1 and out["sessions"] == 1 and out["task_ids"] == [done.id]
@@ -225,7 +229,7 @@ def test_concurrent_claims_never_start_a_task_twice(db_url):
             with lock:
                 claimed.extend((node, t.id) for t in got)
             for t in got:  # finish it, so its session's next task becomes startable
-                s.transition(t.id, COMPLETED, (RUNNING,))
+                s.transition(t.id, COMPLETED, only_from=(RUNNING,))
         s.close()
 
     threads = [threading.Thread(target=claimer, args=(f"n{i}",)) for i in range(3)]
@@ -252,13 +256,13 @@ def pg(pg_url: str):
 
 
 def test_pg_stop_request_reaches_other_processes(pg, pg_url):
-    seen: list[str] = []
+    seen: list[tuple[str, str | None]] = []
     got = threading.Event()
-    pg.on_stop_request(lambda task_id: (seen.append(task_id), got.set()))
+    pg.on_stop_request(lambda task_id, by: (seen.append((task_id, by)), got.set()))
     other = open_store(pg_url, migrate=False)
     task = other.create_task("a", {})
-    other.request_stop(task.id)
-    assert got.wait(5) and seen == [task.id]
+    other.request_stop(task.id, by="node-b")
+    assert got.wait(5) and seen == [(task.id, "node-b")]
     other.close()
 
 
@@ -276,7 +280,7 @@ def test_pg_one_running_task_per_session_is_enforced_by_the_database(pg):
     b = pg.create_task("b", {}, session_id="S")
     pg.claim(1, node="n1")
     with pytest.raises((psycopg.IntegrityError, Exception)):
-        pg.transition(b.id, RUNNING, (PENDING,))
+        pg.transition(b.id, RUNNING, only_from=(PENDING,))
     assert pg.get_task(b.id).status == PENDING and pg.get_task(a.id).status == RUNNING
 
 
