@@ -322,7 +322,38 @@ class EventLog(Protocol):
         """(decision, reason) once the approval is answered, else None."""
 
 
-class Store(EventLog):
+class LogPages:
+    """A task's log read page by page, on top of a store's events_after and raw_events_after:
+    the same for every backend, so written once (Store and PgStore both inherit it)."""
+
+    def events_after(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        raise NotImplementedError
+
+    def raw_events_after(self, task_id: str, after_seq: int, limit: int = 500) -> list[tuple]:
+        raise NotImplementedError
+
+    def iter_events(self, task_id: str, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:
+        """Every event of the task after `after_seq`, in seq order, read page by page."""
+        while True:
+            batch = self.events_after(task_id, after_seq, page)
+            yield from batch
+            if len(batch) < page:
+                return
+            after_seq = batch[-1].seq
+
+    def iter_event_json(self, task_id: str, page: int = 2000) -> Iterator[str]:
+        """Each event of a task as its JSON object text, payloads pasted as stored (no decode)."""
+        after = 0
+        while True:
+            rows = self.raw_events_after(task_id, after, page)
+            for seq, type_, at, payload in rows:
+                yield f'{{"seq":{seq},"type":{json.dumps(type_)},"time":{at!r},"payload":{payload}}}'
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+
+class Store(LogPages, EventLog):
     """The event log in SQLite (WAL). One object per process; each thread gets its own connection.
 
     SQLite's own means stay in here: PRAGMA busy_timeout, synchronous, max_page_count (the
@@ -702,14 +733,6 @@ class Store(EventLog):
             "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (task_id, after_seq, limit))]
 
-    def iter_events(self, task_id: str, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:
-        while True:
-            batch = self.events_after(task_id, after_seq, page)
-            yield from batch
-            if len(batch) < page:
-                return
-            after_seq = batch[-1].seq
-
     def raw_events_after(self, task_id: str, after_seq: int, limit: int = 500) -> list[tuple]:
         """(seq, type, time, payload JSON text) of a task's events after after_seq, undecoded."""
         return [tuple(r) for r in self._read(
@@ -721,18 +744,6 @@ class Store(EventLog):
         return [tuple(r) for r in self._read(
             "SELECT id, task_id, seq, type, time, payload FROM events WHERE id > ? ORDER BY id LIMIT ?",
             (event_id, limit))]
-
-    def iter_event_json(self, task_id: str, page: int = 2000) -> Iterator[str]:
-        """Each event of a task as its JSON object text, payloads pasted as stored (no decode)."""
-        after = 0
-        while True:
-            rows = self._read("SELECT seq, type, time, payload FROM events"
-                              " WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?", (task_id, after, page))
-            for seq, type_, at, payload in rows:
-                yield f'{{"seq":{seq},"type":{json.dumps(type_)},"time":{at!r},"payload":{payload}}}'
-            if len(rows) < page:
-                return
-            after = rows[-1][0]
 
     def last_event_time(self, task_id: str) -> float | None:
         rows = self._read("SELECT MAX(time) FROM events WHERE task_id = ?", (task_id,))

@@ -35,7 +35,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -43,8 +43,8 @@ from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .store import (Event, EventCapError, FeedBatch, Session, StoreError, Task, _Change, _event, _narrowed, _task,
-                    new_id)
+from .store import (Event, EventCapError, FeedBatch, LogPages, Session, StoreError, Task, _Change, _event,
+                    _narrowed, _task, new_id)
 from .vocab import ACTIVE, FAILED, PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus
 
 log = logging.getLogger("scout.store")
@@ -167,7 +167,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
 
 
-class PgStore:
+class PgStore(LogPages):
     """The event log on PostgreSQL. One object per process; a pool of connections."""
 
     shared = True  # other nodes may use the same log (see Store.shared)
@@ -469,14 +469,6 @@ class PgStore:
             "SELECT * FROM events WHERE task_id = %s AND seq > %s ORDER BY seq LIMIT %s",
             (task_id, after_seq, limit))]
 
-    def iter_events(self, task_id: str, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:
-        while True:
-            batch = self.events_after(task_id, after_seq, page)
-            yield from batch
-            if len(batch) < page:
-                return
-            after_seq = batch[-1].seq
-
     def raw_events_after(self, task_id: str, after_seq: int, limit: int = 500) -> list[tuple]:
         return self._read("SELECT seq, type, time, payload FROM events WHERE task_id = %s AND seq > %s"
                           " ORDER BY seq LIMIT %s", (task_id, after_seq, limit), rows=tuple_row)
@@ -486,16 +478,6 @@ class PgStore:
         commit order here: followers use event_feed() or status_events_since instead."""
         return self._read("SELECT id, task_id, seq, type, time, payload FROM events WHERE id > %s"
                           " ORDER BY id LIMIT %s", (event_id, limit), rows=tuple_row)
-
-    def iter_event_json(self, task_id: str, page: int = 2000) -> Iterator[str]:
-        after = 0
-        while True:
-            rows = self.raw_events_after(task_id, after, page)
-            for seq, type_, at, payload in rows:
-                yield f'{{"seq":{seq},"type":{json.dumps(type_)},"time":{at!r},"payload":{payload}}}'
-            if len(rows) < page:
-                return
-            after = rows[-1][0]
 
     def last_event_time(self, task_id: str) -> float | None:
         return self._read("SELECT MAX(time) FROM events WHERE task_id = %s", (task_id,), rows=tuple_row)[0][0]
