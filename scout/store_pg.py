@@ -50,6 +50,8 @@ from .vocab import ACTIVE, FAILED, PENDING, RUNNING, STATUSES, TERMINAL, WAITING
 log = logging.getLogger("scout.store")
 
 SCHEMA_VERSION = 1
+# libpq's TCP keepalives on every connection: a peer that vanished is noticed in ~11 s, not hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 EVENTS_CHANNEL, STOP_CHANNEL = "scout_events", "scout_stop"
 _MIGRATE_LOCK = zlib.crc32(b"scout:migrate")
 
@@ -181,7 +183,7 @@ class PgStore(LogPages):
         self.busy_timeout = busy_timeout
         self.last_write_error: str | None = None
         self._pool = ConnectionPool(url, min_size=1, max_size=max(2, pool_size), open=False, name="scout",
-                                    kwargs={"autocommit": True}, timeout=busy_timeout)
+                                    kwargs={"autocommit": True, **KEEPALIVES}, timeout=busy_timeout)
         self._pool_open = threading.Lock()
         self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
@@ -793,7 +795,7 @@ class Listener:
         first = True
         while not self._closing.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5, **KEEPALIVES) as conn:
                     conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     conn.execute(f"LISTEN {STOP_CHANNEL}")
                     if not first:  # what was sent while we were away is lost: readers must re-read
@@ -877,7 +879,12 @@ class Leadership:
         if self.held:
             return True
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5, **KEEPALIVES)
+            # If this node's machine vanishes (no FIN, no RST), PostgreSQL's keepalives notice
+            # within about 11 s and end the session, so the lock passes on; not after 2 hours.
+            for setting, value in (("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 2),
+                                   ("tcp_keepalives_count", 3)):
+                conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
             if row and row[0]:
                 self._conn = conn
