@@ -45,13 +45,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .store import (Event, EventCapError, FeedBatch, LogPages, Session, StoreError, Task, _Change, _event,
                     _narrowed, _task, new_id)
-from .vocab import ACTIVE, FAILED, PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus
+from .vocab import ACTIVE, FAILED, NODE_LOST, PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus
 
 log = logging.getLogger("scout.store")
 
 SCHEMA_VERSION = 1
 # libpq's TCP keepalives on every connection: a peer that vanished is noticed in ~11 s, not hours.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 EVENTS_CHANNEL, STOP_CHANNEL = "scout_events", "scout_stop"
 _MIGRATE_LOCK = zlib.crc32(b"scout:migrate")
 
@@ -659,7 +659,7 @@ class PgStore(LogPages):
                         "lease_expires_in": round(r["lease"] - r["silent_for"], 3)})
         return out
 
-    def reap_lost_nodes(self, error: str = "node lost") -> list[str]:
+    def reap_lost_nodes(self, error: str = NODE_LOST) -> list[str]:
         """Fail the running and waiting tasks of every node whose lease has lapsed; returns
         their ids. Each lost node is handled by one node, once: its row is locked (SKIP
         LOCKED) and marked lost in the same transaction, and only active tasks change."""

@@ -35,7 +35,7 @@ from .config import Settings
 from .proctree import identity_matches, kill_tree
 from .store import EventLog, StoreError, Task
 from .taskspec import TAG, WorkerSpec
-from .vocab import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING
+from .vocab import ACTIVE, CANCELLED, FAILED, NODE_LOST, PENDING, RUNNING
 
 log = logging.getLogger("scout.supervisor")
 
@@ -368,10 +368,10 @@ class Supervisor:
         for proc in procs:
             task = self.store.get_task(proc.task_id)
             if task is None or task.status not in ACTIVE:
-                if self.mine and task is not None and now - (task.finished_at or now) > self.settings.stop_grace + 2:
-                    # Ended by another node (it took this node for lost) while the worker
+                if self.mine and task is not None and task.error == NODE_LOST:
+                    # Another node took this one for lost and failed the task while its worker
                     # still runs here: nothing it does can reach the log any more.
-                    self._thread(self._fail, proc, task.error or "ended elsewhere")
+                    self._thread(self._fail, proc, NODE_LOST)
                 continue
             if task.stop_requested and self.mine:  # a stop from another node whose NOTIFY was missed
                 self._stop_requested(task.id, None)
