@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Task statuses. "waiting" means Claude Code is waiting for a person's approval.
 PENDING, RUNNING, WAITING = "pending", "running", "waiting"
@@ -90,6 +90,12 @@ _MIGRATIONS: list[str] = [
         event_id INTEGER NOT NULL
     );
     """,
+    # 5: workspaces: a session's (JSON, see scout/workspace.py; NULL: shared) and the tree its
+    # worktree held when a task began (what the task's `changes` event is counted from).
+    """
+    ALTER TABLE sessions ADD COLUMN workspace TEXT;
+    ALTER TABLE tasks ADD COLUMN workspace_start TEXT;
+    """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -120,6 +126,7 @@ class Task:
     worker_pid: int | None = None
     worker_started: float | None = None
     stop_requested: bool = False
+    workspace_start: str | None = None  # the worktree's tree when the task began
 
     @property
     def finished(self) -> bool:
@@ -150,6 +157,7 @@ class Session:
     cwd: str | None
     created_at: float
     updated_at: float
+    workspace: dict[str, Any] | None = None  # scout.workspace.Workspace as a dict; None: shared
 
 
 def new_id() -> str:
@@ -164,7 +172,7 @@ def _task(row: sqlite3.Row) -> Task:
         finished_at=row["finished_at"], error=row["error"],
         result=json.loads(row["result"]) if row["result"] else None,
         worker_pid=row["worker_pid"], worker_started=row["worker_started"],
-        stop_requested=bool(row["stop_requested"]),
+        stop_requested=bool(row["stop_requested"]), workspace_start=row["workspace_start"],
     )
 
 
@@ -331,7 +339,17 @@ class Store:
         if not rows:
             return None
         r = rows[0]
-        return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"])
+        return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"],
+                       json.loads(r["workspace"]) if r["workspace"] else None)
+
+    def set_session_workspace(self, session_id: str, workspace: dict[str, Any] | None) -> None:
+        self._write(lambda conn: conn.execute("UPDATE sessions SET workspace = ? WHERE id = ?",
+                                              (json.dumps(workspace) if workspace else None, session_id)))
+
+    def session_workspaces(self) -> dict[str, dict[str, Any]]:
+        """Every session's workspace that is not shared, by session id."""
+        return {r["id"]: json.loads(r["workspace"])
+                for r in self._read("SELECT id, workspace FROM sessions WHERE workspace IS NOT NULL")}
 
     def set_claude_session(self, session_id: str, claude_session_id: str, cwd: str | None) -> None:
         """Remember which Claude Code conversation (and directory) the session continues from."""
@@ -382,8 +400,9 @@ class Store:
     # -- tasks -------------------------------------------------------------------
 
     def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
-                    max_pending: int | None = None) -> Task | None:
-        """Insert a pending task (and its session if new) with its first event, atomically.
+                    max_pending: int | None = None, workspace: dict[str, Any] | None = None) -> Task | None:
+        """Insert a pending task (and its session if new) with its first event, atomically;
+        `workspace` (None: shared) becomes the session's.
 
         Returns None, writing nothing, when max_pending tasks are already waiting.
         """
@@ -397,9 +416,12 @@ class Store:
                 if waiting >= max_pending:
                     return None
             conn.execute(
-                "INSERT INTO sessions (id, cwd, created_at, updated_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-                (session_id, options.get("cwd"), now, now))
+                "INSERT INTO sessions (id, cwd, created_at, updated_at, workspace) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at,"
+                # a session's workspace is set by its first task, and again after a discard
+                " workspace = CASE WHEN json_extract(sessions.workspace, '$.base_commit') IS NULL"
+                "  THEN excluded.workspace ELSE sessions.workspace END",
+                (session_id, options.get("cwd"), now, now, json.dumps(workspace) if workspace else None))
             conn.execute(
                 "INSERT INTO tasks (id, session_id, status, message, options, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -518,6 +540,12 @@ class Store:
             conn.execute("UPDATE tasks SET worker_pid = ?, worker_started = ? WHERE id = ?",
                          (pid, started, task_id))
         self._write(fn)
+
+    def set_workspace_start(self, task_id: str, tree: str) -> None:
+        self._write(lambda conn: conn.execute("UPDATE tasks SET workspace_start = ? WHERE id = ?", (tree, task_id)))
+
+    def has_event(self, task_id: str, type: str) -> bool:
+        return bool(self._read("SELECT 1 FROM events WHERE task_id = ? AND type = ? LIMIT 1", (task_id, type)))
 
     def request_stop(self, task_id: str) -> None:
         def fn(conn):

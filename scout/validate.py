@@ -22,13 +22,15 @@ MAX_REASON_CHARS = 10_000
 class ApiError(Exception):
     """An error with an HTTP status, a stable code and a message for people."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 details: dict[str, Any] | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
+        self.details = details or {}  # more fields of the error object (e.g. a conflict's paths)
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
 
 
 CHAT_FIELDS = {
