@@ -20,12 +20,12 @@ from typing import Any, Iterator
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import __version__, ops
+from . import __version__, ops, workspace_api
 from .config import ConfigError, Settings
 from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
 from .notify import LogWatcher
-from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task
+from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task, new_id
 from .supervisor import Supervisor, install_shutdown_handlers, make_undumpable, program_version
 from .validate import (SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, check_webhook_url,
                        int_arg, session_cursor)
@@ -109,6 +109,7 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
         "cwd": task.options.get("cwd"), "created_at": task.created_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
         "worker_pid": task.worker_pid, "result": None,
+        "workspace": workspace_api.public(task.options.get("workspace")),
     }
     if task.result:
         r = task.result
@@ -197,6 +198,10 @@ def start_chat():
     session_id = req.get("session_id")
     session = s.store.get_session(session_id) if session_id else None
     options = resolve_options(req, session.cwd if session else None)
+    session_id = session_id or new_id()  # known before the task: it names the worktree
+    workspace = workspace_api.choose(req, options["cwd"], s.modes[options["mode"]], session, session_id,
+                                     s.settings.worktrees)
+    options["workspace"] = workspace.to_dict()
     on_busy = req.get("on_busy", "queue")
     busy: list[Task] = []
     if session is not None:
@@ -204,7 +209,8 @@ def start_chat():
         if busy and on_busy == "reject":
             raise ApiError(409, "session_busy",
                            f"session {session.id} is busy with task {busy[0].id} ({busy[0].status})")
-    task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending)
+    task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending,
+                               workspace=workspace.to_dict() if workspace.kind != "shared" else None)
     if task is None:
         raise ApiError(429, "too_many_pending",
                        f"{s.settings.max_pending} tasks are already waiting; try again later",
@@ -368,6 +374,7 @@ def show_session(session_id: str):
     return {
         "session_id": session.id, "cwd": session.cwd, "created_at": session.created_at,
         "last_activity": session.updated_at, "claude_session_id": session.claude_session_id,
+        "workspace": workspace_api.public(session.workspace),
         "tasks": [{"task_id": t.id, "status": t.status, "message": t.message,
                    "result_text": (t.result or {}).get("text"), "error": t.error,
                    "cost_usd": (t.result or {}).get("total_cost_usd"), "mode": t.options.get("mode"),
@@ -383,6 +390,7 @@ def delete_session(session_id: str):
         if not task.finished:
             s.supervisor.stop(task.id)
     deleted = s.store.delete_session(session.id) or 0
+    workspace_api.remove_for_session(s.store, session, s.settings.worktrees)
     return {"session_id": session.id, "deleted": True, "tasks_deleted": deleted}
 
 
@@ -476,6 +484,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app.extensions["scout"] = state
     app.register_blueprint(api)
     app.register_blueprint(openapi_blueprint)  # GET /openapi.json, public
+    app.register_blueprint(workspace_api.bp)  # a session's worktree: changes, merge, discard
     ops.init_app(app, start)  # retention, metrics, webhooks, state-change logs, worker logs, transcripts
 
     @app.before_request
@@ -525,6 +534,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
         return _error_response(ApiError(500, "internal_error", f"internal error: {type(err).__name__}"))
 
     if start:
+        workspace_api.prune(store, settings.worktrees)  # worktrees whose session is gone
         state.claude = claude_info(settings.claude_path)
         summary = supervisor.start()
         watcher.start()

@@ -42,6 +42,7 @@ from typing import Any, Callable
 import psutil
 import setproctitle
 
+from . import workspace
 from .config import Settings
 from .store import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, Store, StoreError, Task
 
@@ -422,6 +423,7 @@ class Supervisor:
             if identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
                     kill_tree(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
+                    workspace.log_task_changes(self.store, task.id)
                     self.store.transition(task.id, CANCELLED, ACTIVE)
                     summary["cancelled"] += 1
                     continue
@@ -435,7 +437,9 @@ class Supervisor:
             if task.worker_pid is None and not task.stop_requested:
                 self.store.requeue(task.id)
                 summary["requeued"] += 1
-            elif task.stop_requested:
+                continue
+            workspace.log_task_changes(self.store, task.id)
+            if task.stop_requested:
                 self.store.transition(task.id, CANCELLED, ACTIVE)
                 summary["cancelled"] += 1
             else:
@@ -486,6 +490,7 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - spawning failed; nothing of it can be running
                 pid = None
         kill_tree(task_id, pid, self.settings.stop_grace, proc.started if proc is not None else None)
+        workspace.log_task_changes(self.store, task_id)
         self.store.transition(task_id, CANCELLED, ACTIVE)
         self._forget(task_id)
         self.on_change(task_id)
@@ -554,7 +559,7 @@ class Supervisor:
                 "nice": self.settings.task_nice,
                 "claude_path": self.settings.claude_path,
                 "approval_timeout": self.settings.approval_timeout,
-                "log_path": self.log_path(task.id),
+                "log_path": self.log_path(task.id), "worktrees": self.settings.worktrees,
                 "max_events_per_task": self.settings.max_events_per_task or None}
         try:
             self._send_to_zygote(spec)
@@ -619,6 +624,7 @@ class Supervisor:
                 return
             proc.state = STOPPING
         kill_tree(proc.task_id, proc.pid, self.settings.stop_grace, proc.started)
+        workspace.log_task_changes(self.store, proc.task_id)
         self.store.transition(proc.task_id, FAILED, ACTIVE, error=reason)
         self._forget(proc.task_id)
         self.on_change(proc.task_id)
@@ -695,6 +701,7 @@ class Supervisor:
             proc.exit_code = code
         task = self.store.get_task(proc.task_id)
         if task is not None and task.status in ACTIVE:
+            workspace.log_task_changes(self.store, task.id)
             if task.stop_requested:
                 self.store.transition(task.id, CANCELLED, ACTIVE)
             else:

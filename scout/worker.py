@@ -19,6 +19,7 @@ from claude_agent_sdk import (
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
+from . import workspace
 from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Store, Task
 
 APPROVAL_POLL_SECONDS = 0.1
@@ -39,6 +40,7 @@ def run(spec: dict[str, Any]) -> int:
         return 0
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        workspace.log_task_changes(store, task.id)
         store.transition(task.id, FAILED, ACTIVE, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
@@ -50,8 +52,9 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgentOptions:
-    """Translate a task's resolved options (mode, overrides, session) into the SDK's."""
+def build_options(store: Store, task: Task, spec: dict[str, Any], cwd: str | None = None) -> ClaudeAgentOptions:
+    """Translate a task's resolved options (mode, overrides, session) into the SDK's; `cwd`
+    is where it runs when that is not its own cwd (the same place in its worktree)."""
     opts = task.options
     session = store.get_session(task.session_id)
     append = "\n\n".join(p for p in (opts.get("mode_prompt"), opts.get("append_system_prompt")) if p)
@@ -59,7 +62,7 @@ def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgent
     if append:
         system_prompt["append"] = append
     return ClaudeAgentOptions(
-        cwd=opts.get("cwd") or None,
+        cwd=cwd or opts.get("cwd") or None,
         system_prompt=system_prompt,  # type: ignore[arg-type]
         resume=session.claude_session_id if session else None,
         permission_mode=opts.get("permission_mode") or "default",
@@ -122,7 +125,8 @@ async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
 
 
 async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
-    options = build_options(store, task, spec)
+    where = workspace.begin_task(store, task, spec.get("worktrees") or "")
+    options = build_options(store, task, spec, where)
     finished = False
     async for message in query(prompt=_prompt(task.message), options=options):
         if isinstance(message, ResultMessage):
@@ -150,6 +154,7 @@ def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
     if msg.errors:
         summary["errors"] = list(msg.errors)
     store.append_event(task.id, "result", summary)
+    workspace.log_task_changes(store, task.id)  # before the ending: streams close at the final status
     if msg.session_id:
         store.set_claude_session(task.session_id, msg.session_id, task.options.get("cwd"))
     if msg.is_error:
