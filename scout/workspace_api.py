@@ -138,8 +138,14 @@ def changes(session_id: str):
 def merge(session_id: str):
     s = _scout()
     session, ws = _session(session_id)
-    raw = request.get_data(cache=True)
-    req = check_object(load_json(raw) if raw.strip() else {}, {"message": str, "squash": bool}, ())
+    body: Any = {}
+    if request.get_data(cache=True):
+        if not request.is_json:
+            raise ApiError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
+        body = load_json(request.get_data(cache=True))
+    req = check_object(body, {"message": str, "squash": bool}, ())
+    if "message" in req and (not req["message"].strip() or "\x00" in req["message"] or len(req["message"]) > 10_000):
+        raise ApiError(400, "invalid_field", "'message' must be 1-10000 characters, not blank, without NUL")
     _idle(s.store, session)
     result = wsm.merge(ws, s.settings.worktrees, session.id, req.get("message"), bool(req.get("squash")))
     ws.base_commit = result.base_commit  # later changes count from what was merged
