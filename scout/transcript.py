@@ -52,6 +52,15 @@ def fmt_cost(usd: float | None, missing: str = "—") -> str:
     return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
 
 
+def changes_line(changes: dict[str, Any]) -> str:
+    """A `changes` payload (or GET /sessions/{id}/changes) in words: "2 files changed, +3 −1"."""
+    files = changes.get("files") or []
+    if not files:
+        return "no files changed"
+    n = len(files)
+    return f"{n} file{'s' if n != 1 else ''} changed, +{changes.get('additions', 0)} −{changes.get('deletions', 0)}"
+
+
 def task_duration(doc: dict[str, Any]) -> float | None:
     """Seconds the task ran: Claude Code's own figure when there is one, else the wall time."""
     result = doc.get("result") or {}
@@ -237,6 +246,9 @@ def _event_blocks(events: Iterable[dict[str, Any]], h: str) -> tuple[list[str], 
                                 + (f": {reason}" if reason else "")))
         elif etype == "error":
             blocks.append(quote(f"**Error:** {p.get('message', 'unknown error')}"))
+        elif etype == "changes":
+            paths = ", ".join(inline_code(f.get("path", "")) for f in (p.get("files") or [])[:20])
+            blocks.append(quote(f"📝 {changes_line(p)}" + (f": {paths}" if paths else "")))
         elif etype == "result":
             seen["result"] = p
     flush_deltas()

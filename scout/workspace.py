@@ -445,12 +445,17 @@ def merge(ws: Workspace, root: str, session_id: str, message: str | None = None,
                              f"worktree was made; merge {ws.branch} yourself")
     ident = _identity(ws.repo)
     with repo_lock(root, ws.git_dir):
-        head = _commit_worktree(ws, message or f"Scout session {session_id}", ident)
         target_head = _checked_out(ws)
+        tip = _out(["rev-parse", "--verify", "HEAD^{commit}"], ws.path)
+        head = _commit_uncommitted(ws, tip, message or f"Scout session {session_id}", ident)
         if _ok(["merge-base", "--is-ancestor", head, target_head], ws.git_dir):
             return MergeResult(target_head, [], head)  # nothing new: already merged
         new = _merge_commit(ws, target_head, head, session_id, message, squash, ident)
         _apply(ws, target_head, new, session_id)
+        if head != tip:  # only now, after success, does the worktree's branch take the commit
+            git(["update-ref", "-m", "scout: commit the session's changes", f"refs/heads/{ws.branch}", head, tip],
+                ws.path)
+            git(["reset", "--quiet"], ws.path)  # its index follows its HEAD; no file changes
         return MergeResult(new, diff(ws.git_dir, target_head, new).files, head)
 
 
@@ -462,17 +467,14 @@ def _identity(repo: str) -> dict[str, str]:
             "GIT_COMMITTER_NAME": "Scout", "GIT_COMMITTER_EMAIL": "scout@localhost"}
 
 
-def _commit_worktree(ws: Workspace, message: str, ident: dict[str, str]) -> str:
-    """Commit the worktree's uncommitted files to its branch (plumbing: no hooks); its tip."""
-    assert ws.path and ws.branch
-    head = _out(["rev-parse", "--verify", "HEAD^{commit}"], ws.path)
-    git(["add", "--all", "--", "."], ws.path)
-    tree = _out(["write-tree"], ws.path)
-    if tree == _out(["rev-parse", "HEAD^{tree}"], ws.path):
-        return head
-    commit = _out(["commit-tree", tree, "-p", head, "-F", "-"], ws.path, env=ident, stdin=message.encode())
-    git(["update-ref", "-m", "scout: commit the session's changes", f"refs/heads/{ws.branch}", commit, head], ws.path)
-    return commit
+def _commit_uncommitted(ws: Workspace, tip: str, message: str, ident: dict[str, str]) -> str:
+    """A commit of the worktree's files on top of its branch's tip (plumbing: no hooks), or the
+    tip if nothing is uncommitted. Not on the branch yet: a merge that fails leaves no trace."""
+    assert ws.path
+    tree = snapshot(ws.path)
+    if tree == _out(["rev-parse", f"{tip}^{{tree}}"], ws.path):
+        return tip
+    return _out(["commit-tree", tree, "-p", tip, "-F", "-"], ws.path, env=ident, stdin=message.encode())
 
 
 def _checked_out(ws: Workspace) -> str:

@@ -139,6 +139,8 @@ def test_merge_then_conflict_leaves_the_checkout_byte_for_byte(repo: Path, root:
     assert sh(repo, "status", "--porcelain") == ""
     assert [(f.path, f.additions, f.deletions) for f in result.files] == [("a.txt", 1, 1)]
     assert result.base_commit == sh(repo, "rev-parse", "scout/one")
+    assert sh(one.path, "status", "--porcelain") == ""  # the worktree's index follows its branch
+    two_tip = sh(repo, "rev-parse", "scout/two")
 
     (repo / "untracked.txt").write_text("the user's\n")
     before = fingerprint(repo)
@@ -148,6 +150,7 @@ def test_merge_then_conflict_leaves_the_checkout_byte_for_byte(repo: Path, root:
     assert err.value.details["paths"] == ["a.txt"]
     assert fingerprint(repo) == before
     assert not list((repo / ".git").glob("*.lock"))
+    assert sh(repo, "rev-parse", "scout/two") == two_tip  # a failed merge commits nothing either
 
 
 def test_merge_refuses_a_dirty_or_moved_target_and_untracked_files_in_the_way(repo: Path, root: str) -> None:

@@ -197,3 +197,32 @@ def test_a_server_killed_during_a_worktree_task_adopts_it(make_server: Any, repo
     assert os.path.isdir(path) and changes_event(doc)["files"][0]["path"] == "during.txt"
     assert subprocess.run(["git", "-C", path, "status", "--porcelain"], capture_output=True, text=True,
                           check=True).stdout.strip() == "?? during.txt"
+
+
+def test_cli_ask_changes_merge_discard(make_server: Any, repo: Path, tmp_path: Path) -> None:
+    from test_cli import run_cli
+
+    server = make_server()
+    res = run_cli("ask", "BASH: printf 'one\\ncli\\nthree\\n' > a.txt && echo new > n.txt", "--mode", "Code",
+                  "--cwd", str(repo), server=server, cwd=tmp_path, timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "📝 2 files changed, +2 −1" in res.stdout
+    session = res.stdout.split(" · session ")[1].split()[0]
+    res = run_cli("changes", session[:8], server=server, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert f"scout/{session} in " in lines[0] and any(l.startswith("M  a.txt") and "+1 −1" in l for l in lines)
+    assert any(l.startswith("A  n.txt") for l in lines) and lines[-1].startswith("2 files changed, +2 −1 since ")
+    patch = run_cli("changes", session, "--patch", server=server, cwd=tmp_path).stdout
+    assert "+cli" in patch and "diff --git a/n.txt b/n.txt" in patch
+    (repo / "a.txt").write_text("dirty\n")
+    res = run_cli("merge", session, server=server, cwd=tmp_path)
+    assert res.returncode == 2 and "uncommitted changes to tracked files: a.txt" in res.stderr
+    sh(repo, "checkout", "-q", "a.txt")
+    res = run_cli("merge", session, "-m", "From the CLI", server=server, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "merged into main" in res.stdout and "2 files changed" in res.stdout
+    assert sh(repo, "log", "-1", "--format=%s", "main") == "From the CLI"
+    res = run_cli("discard", session, "--yes", server=server, cwd=tmp_path)
+    assert res.returncode == 0 and f"discarded the worktree of session {session}" in res.stdout
+    assert branches(repo) == []
