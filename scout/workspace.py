@@ -81,7 +81,8 @@ class Workspace:
     def from_dict(cls, data: dict[str, Any] | None) -> "Workspace":
         if not data:
             return cls()
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+        return cls(kind=str(data.get("kind") or SHARED),
+                   **{k: data.get(k) for k in cls.__dataclass_fields__ if k != "kind"})
 
     def public(self) -> dict[str, Any]:
         """The `workspace` of the status and session documents."""
@@ -149,7 +150,8 @@ def git(args: list[str], cwd: str, *, env: dict[str, str] | None = None, check: 
     except FileNotFoundError:
         raise WorkspaceError(500, "git_missing", "git is not installed (not found on PATH)") from None
     except subprocess.TimeoutExpired:
-        raise WorkspaceError(500, "git_failed", f"git {' '.join(args[:2])} took longer than {GIT_TIMEOUT:g} s") from None
+        raise WorkspaceError(500, "git_failed",
+                             f"git {' '.join(args[:2])} took longer than {GIT_TIMEOUT:g} s") from None
     if check and proc.returncode != 0:
         raise GitError(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
     return proc
@@ -230,7 +232,8 @@ def plan(cwd: str, session_id: str, root: str, base: str | None = None) -> Works
         if not commit:
             raise WorkspaceError(400, "invalid_base", f"'base' {base[:100]!r} names no commit in {info.top}")
     if commit is None:
-        raise WorkspaceError(400, "invalid_base", f"the repository {info.top} has no commit yet to start a worktree from")
+        raise WorkspaceError(400, "invalid_base",
+                             f"the repository {info.top} has no commit yet to start a worktree from")
     name = slug(session_id)
     return Workspace(WORKTREE, info.top, info.git_dir, os.path.join(os.path.abspath(root), name),
                      BRANCH_PREFIX + name, commit, info.head_ref)
@@ -249,7 +252,8 @@ def run_dir(ws: Workspace, cwd: str) -> str:
 
 def contains(ws: Workspace, cwd: str) -> bool:
     """Is cwd inside the session's repository (or its worktree)?"""
-    return any(cwd == top or cwd.startswith(top.rstrip(os.sep) + os.sep) for top in (ws.repo or "", ws.path or "") if top)
+    tops = [top for top in (ws.repo, ws.path) if top]
+    return any(cwd == top or cwd.startswith(top.rstrip(os.sep) + os.sep) for top in tops)
 
 
 # -- the worktree's life -----------------------------------------------------------------
@@ -420,7 +424,8 @@ def session_patch(ws: Workspace) -> str:
 def require_worktree(ws: Workspace) -> None:
     """409 unless the session has a worktree that exists now."""
     if ws.kind != WORKTREE:
-        raise WorkspaceError(409, "no_worktree", "this session runs in its cwd (workspace 'shared'): it has no worktree")
+        raise WorkspaceError(409, "no_worktree",
+                             "this session runs in its cwd (workspace 'shared'): it has no worktree")
     problem = missing_problem(ws)
     if problem is not None:
         raise problem
@@ -533,7 +538,8 @@ def _apply(ws: Workspace, old: str, new: str, session_id: str) -> None:
                 ws.repo, check=False)
     if moved.returncode != 0:
         git(["read-tree", "-m", "-u", new, old], ws.repo, check=False)
-        raise WorkspaceError(409, "target_moved", f"{_short(ws.target_branch)} moved during the merge; nothing was changed")
+        raise WorkspaceError(409, "target_moved",
+                             f"{_short(ws.target_branch)} moved during the merge; nothing was changed")
 
 
 # -- tasks in a worktree (the worker, and the supervisor for endings by force) -------------

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from . import workspace as wsm
+from .documents import session_or_404
 from .modes import Mode
-from .store import ACTIVE, PENDING, Session, Store
-from .validate import SESSION_ID, ApiError, check_object, load_json
+from .state import scout
+from .store import Session, Store
+from .validate import ApiError, check_object, load_json
+from .vocab import UNFINISHED
 from .workspace import AUTO, SHARED, WORKTREE, Workspace, WorkspaceError
 
 log = logging.getLogger("scout.workspace")
@@ -67,11 +70,6 @@ def choose(req: dict[str, Any], cwd: str, mode: Mode, session: Session | None, s
     return current
 
 
-def public(data: dict[str, Any] | None) -> dict[str, Any]:
-    """A stored workspace as the status and session documents show it."""
-    return Workspace.from_dict(data).public()
-
-
 def remove_for_session(store: Store, session: Session, root: str) -> None:
     """Remove a session's worktree and branch (DELETE /sessions/{id}); failures are logged,
     and the start-up prune takes what is left."""
@@ -87,7 +85,7 @@ def remove_for_session(store: Store, session: Session, root: str) -> None:
 def prune(store: Store, root: str) -> list[str]:
     """Remove worktrees (and their scout/ branches) whose session is gone."""
     try:
-        keep = {w.get("path") for w in store.session_workspaces().values() if w.get("path")}
+        keep = {str(w["path"]) for w in store.session_workspaces().values() if w.get("path")}
         removed = wsm.prune_orphans(root, keep)
     except Exception:  # noqa: BLE001 - a failed clean-up must not keep Scout from starting
         log.exception("pruning worktrees failed")
@@ -99,21 +97,13 @@ def prune(store: Store, root: str) -> list[str]:
 
 # -- routes ------------------------------------------------------------------------------
 
-def _scout() -> Any:
-    return current_app.extensions["scout"]
-
-
 def _session(session_id: str) -> tuple[Session, Workspace]:
-    if not SESSION_ID.match(session_id):
-        raise ApiError(404, "not_found", f"no session {session_id!r}")
-    session = _scout().store.get_session(session_id)
-    if session is None:
-        raise ApiError(404, "not_found", f"no session {session_id}")
+    session = session_or_404(scout().store, session_id)
     return session, Workspace.from_dict(session.workspace)
 
 
 def _idle(store: Store, session: Session) -> None:
-    busy = [t for t in store.session_tasks(session.id) if t.status in (PENDING, *ACTIVE)]
+    busy = [t for t in store.session_tasks(session.id) if t.status in UNFINISHED]
     if busy:
         raise ApiError(409, "session_busy", f"session {session.id} has a task {busy[0].status} "
                        f"({busy[0].id}); wait for it to end, or stop it")
@@ -136,7 +126,7 @@ def changes(session_id: str):
 
 @bp.post("/sessions/<session_id>/merge")
 def merge(session_id: str):
-    s = _scout()
+    s = scout()
     session, ws = _session(session_id)
     body: Any = {}
     if request.get_data(cache=True):
@@ -155,7 +145,7 @@ def merge(session_id: str):
 
 @bp.post("/sessions/<session_id>/discard")
 def discard(session_id: str):
-    s = _scout()
+    s = scout()
     session, ws = _session(session_id)
     _idle(s.store, session)
     if ws.kind != WORKTREE:
