@@ -90,6 +90,12 @@ class Settings:
     webhook_secret: str | None = None
     webhook_hosts: list[str] = field(default_factory=lambda: list(DEFAULT_WEBHOOK_HOSTS))
 
+    def __post_init__(self) -> None:
+        # Settings built in code (tests, embedders) get worktrees beside the database too,
+        # never in whatever directory the process happens to run in.
+        if not self.worktrees:
+            self.worktrees = os.path.join(os.path.dirname(os.path.abspath(self.db)), "worktrees")
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
