@@ -392,8 +392,8 @@ def diff(cwd: str, old: str, new: str) -> Changes:
         if part.startswith(":"):  # ":100644 100644 <old> <new> M" then the path
             statuses[parts[i + 1]] = _STATUS.get(part.split()[-1][:1], "modified")
             i += 2
-        elif part.count("\t") == 2:  # "<added>\t<deleted>\t<path>" (numstat with -z)
-            added, deleted, path = part.split("\t")
+        elif _is_numstat(part):  # "<added>\t<deleted>\t<path>" (numstat with -z; the path may hold tabs)
+            added, deleted, path = part.split("\t", 2)
             binary = added == "-"
             files.append(FileChange(path, statuses.get(path, "modified"), 0 if binary else int(added),
                                     0 if binary else int(deleted), binary))
@@ -401,6 +401,11 @@ def diff(cwd: str, old: str, new: str) -> Changes:
         else:
             i += 1
     return Changes(files)
+
+
+def _is_numstat(part: str) -> bool:
+    fields = part.split("\t", 2)
+    return len(fields) == 3 and all(f.isdigit() or f == "-" for f in fields[:2])
 
 
 def patch(cwd: str, old: str, new: str) -> str:

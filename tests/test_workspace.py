@@ -109,6 +109,7 @@ def test_worktree_leaves_the_checkout_alone_and_counts_changes(repo: Path, root:
     (wt / "new.txt").write_text("x\ny\n")
     (wt / "blob.bin").write_bytes(bytes(range(256)) * 4)
     (wt / "sub" / "b.txt").unlink()
+    (wt / "odd\tname:1.txt").write_text("tab\n")
     status_before = sh(ws.path, "status", "--porcelain")
     changes = wsm.diff(ws.path, start, wsm.snapshot(ws.path)).to_dict()
     assert sh(ws.path, "status", "--porcelain") == status_before  # the snapshot changed nothing
@@ -117,13 +118,15 @@ def test_worktree_leaves_the_checkout_alone_and_counts_changes(repo: Path, root:
     assert files["new.txt"]["status"] == "added" and files["new.txt"]["additions"] == 2
     assert files["blob.bin"]["binary"] and files["blob.bin"]["status"] == "added"
     assert files["sub/b.txt"]["status"] == "deleted" and files["sub/b.txt"]["deletions"] == 1
-    assert (changes["additions"], changes["deletions"]) == (4, 2)
+    assert files["odd\tname:1.txt"]["status"] == "added" and files["odd\tname:1.txt"]["additions"] == 1
+    assert (changes["additions"], changes["deletions"]) == (5, 2)
     # a second task counts from where the first left the worktree
     mid = wsm.snapshot(ws.path)
     (wt / "new.txt").write_text("x\ny\nz\n")
     assert [(f.path, f.additions) for f in wsm.diff(ws.path, mid, wsm.snapshot(ws.path)).files] == [("new.txt", 1)]
     # the session's changes count from the base commit; the patch is a unified diff
-    assert {f.path for f in wsm.session_changes(ws).files} == {"a.txt", "new.txt", "blob.bin", "sub/b.txt"}
+    assert {f.path for f in wsm.session_changes(ws).files} == {"a.txt", "new.txt", "blob.bin", "sub/b.txt",
+                                                               "odd\tname:1.txt"}
     text = wsm.session_patch(ws)
     assert "+TWO" in text and "-two" in text and "Binary files" in text
     assert fingerprint(repo) == before
