@@ -240,6 +240,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "allowed_tools": {"type": "array", "items": STR},
             "disallowed_tools": {"type": "array", "items": STR},
             "approval_tools": {"type": "array", "items": STR},
+            "auto_approve_read_only": BOOL,
             "permission_mode": {"type": "string", "enum": list(PERMISSION_MODES)},
             "model": STR_OR_NULL, "max_turns": INT_OR_NULL,
         }),

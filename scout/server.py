@@ -182,6 +182,7 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
         "allowed_tools": req.get("allowed_tools", mode.allowed_tools),
         "disallowed_tools": req.get("disallowed_tools", mode.disallowed_tools),
         "approval_tools": mode.approval_tools,
+        "auto_approve_read_only": mode.auto_approve_read_only,
         "model": req.get("model", mode.model),
         "max_turns": req.get("max_turns", mode.max_turns),
         "max_budget_usd": req.get("max_budget_usd"),
