@@ -336,9 +336,9 @@ def delete_task(task_id: str):
     s = scout()
     if not task.finished:
         s.supervisor.stop(task.id)
-    s.store.delete_task(task.id)
+    session_gone = s.store.delete_task(task.id)
     s.watcher.touch(task.id)
-    return {"task_id": task.id, "deleted": True}
+    return {"task_id": task.id, "deleted": True, "session_deleted": session_gone is not None}
 
 
 @api.get("/sessions")

@@ -536,11 +536,20 @@ class Store:
             return bool(cur.rowcount)
         return self._write(fn)
 
-    def delete_task(self, task_id: str) -> bool:
+    def delete_task(self, task_id: str) -> str | None:
+        """Delete a task with its events and approvals, and its session if this was the
+        session's last task (a conversation with nothing in it is no conversation, as
+        retention also judges). Returns the id of the session deleted with it, if any."""
         def fn(conn):
+            row = conn.execute("SELECT session_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
             conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
-            return conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount > 0
+            conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            if row is None or not conn.execute(
+                    "DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = ?)",
+                    (row["session_id"], row["session_id"])).rowcount:
+                return None
+            return row["session_id"]
         return self._write(fn)
 
     # -- events ------------------------------------------------------------------

@@ -125,6 +125,23 @@ def test_delete_session(server):
     assert server.get(f"/chat/{task_id}/status").status_code == 404
 
 
+def test_deleting_a_sessions_last_task_deletes_the_session(server):
+    """No empty conversation is left behind (History would show "(no message) · 0 tasks")."""
+    first = server.chat("one")
+    session_id = server.wait(first)["session_id"]
+    second = server.chat("two", session_id=session_id)
+    server.wait(second)
+    assert server.delete(f"/tasks/{first}").json() == {"task_id": first, "deleted": True, "session_deleted": False}
+    assert server.get(f"/sessions/{session_id}").json()["tasks"][0]["task_id"] == second
+    assert server.delete(f"/tasks/{second}").json() == {"task_id": second, "deleted": True, "session_deleted": True}
+    assert server.get(f"/sessions/{session_id}").status_code == 404
+    assert session_id not in [s["session_id"] for s in server.get("/sessions").json()["sessions"]]
+    # The id is free again: a message naming it starts a new conversation under it.
+    again = server.chat("three", session_id=session_id)
+    assert server.wait(again)["status"] == "completed"
+    assert [t["message"] for t in server.get(f"/sessions/{session_id}").json()["tasks"]] == ["three"]
+
+
 @pytest.mark.parametrize("bad", ["", "has space", "x" * 129, "semi;colon", "ü"])
 def test_session_id_is_validated(server, bad):
     resp = server.post("/chat", json={"message": "hi", "session_id": bad})
