@@ -32,6 +32,7 @@ from typing import Any, Iterator  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from .client import TERMINAL, ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
+from .gradio_idle import quiet_when_idle  # noqa: E402
 from .supervisor import interrupt_on_sigterm  # noqa: E402
 from .transcript import fmt_cost, fmt_duration  # noqa: E402
 
@@ -938,6 +939,7 @@ def main(argv: list[str] | None = None) -> int:
                   if "empty port" in str(exc) or "in use" in str(exc) else str(exc))
         print(f"scout ui: cannot listen on {args.host}:{port}: {reason}", file=sys.stderr)
         return 2
+    quiet_when_idle(demo._queue)  # Gradio's queue polls every 1 ms otherwise (~5 % of a core idle)
     print(f"Scout UI on http://{args.host}:{port} (API {args.api_url})", flush=True)
     try:
         while demo.is_running:
