@@ -121,7 +121,7 @@ class TaskView:
     _tools: dict[str, int] = field(default_factory=dict)  # tool_use_id -> index in items
     _tool_times: dict[str, float] = field(default_factory=dict)
     _approvals: dict[str, int] = field(default_factory=dict)  # tool_use_id -> index in items
-    _asking: dict[str, str] = field(default_factory=dict)  # unanswered approvals: tool_use_id -> tool
+    _asking: dict[str, tuple[str, Any]] = field(default_factory=dict)  # open: tool_use_id -> (tool, input)
 
     @classmethod
     def from_status(cls, doc: dict[str, Any]) -> "TaskView":
@@ -213,25 +213,31 @@ class TaskView:
             if started and when and when >= started:
                 meta["duration"] = round(when - started, 2)
         elif kind == "approval_request":
+            # Shown once, as the card at the end of the task (footer), which replaces the tool's
+            # step while it waits; a request with no step of its own (none seen) gets one here.
             self._live = None
             tool = payload.get("tool") or "a tool"
             tool_use_id = str(payload.get("tool_use_id") or "")
-            body = f"Claude Code asks to use **{tool}**:\n\n" + tool_input_markdown(str(tool), payload.get("input"))
-            self.items.append(step(f"✋ Approval needed · {tool}", body, status="pending",
-                                   step_id=f"approval-{tool_use_id}"))
-            self._approvals[tool_use_id] = len(self.items) - 1
-            self._asking[tool_use_id] = tool_title(str(tool), payload.get("input") or {}).removeprefix("🔧 ")
+            self._asking[tool_use_id] = (str(tool), payload.get("input"))
+            if tool_use_id not in self._tools:
+                body = f"Claude Code asks to use **{tool}**:\n\n" + tool_input_markdown(str(tool), payload.get("input"))
+                self.items.append(step(f"✋ Approval · {tool}", body, status="pending",
+                                       step_id=f"approval-{tool_use_id}"))
+                self._approvals[tool_use_id] = len(self.items) - 1
         elif kind == "approval":
+            # The answer is noted on the tool's step (or the request's own, if it has one).
             tool_use_id = str(payload.get("tool_use_id") or "")
-            index = self._approvals.get(tool_use_id)
+            index = self._approvals.get(tool_use_id, self._tools.get(tool_use_id))
             self._asking.pop(tool_use_id, None)
             decision = payload.get("decision") or "?"
             if index is not None:
                 item = self.items[index]
-                item["metadata"]["status"] = "done"
+                if tool_use_id in self._approvals:
+                    item["metadata"]["status"] = "done"
                 item["metadata"]["log"] = "allowed" if decision == "allow" else "denied"
                 reason = payload.get("reason")
-                item["content"] += f"\n\n**{decision.title()}**" + (f": {reason}" if reason else "")
+                item["content"] += (f"\n\n**{'Allowed' if decision == 'allow' else 'Denied'}**"
+                                    + (f": {reason}" if reason else ""))
         elif kind == "permission_denied":
             self._live = None
             tool = payload.get("tool") or "tool"
@@ -245,6 +251,10 @@ class TaskView:
             if payload.get("is_error") and payload.get("text") and not self._has_text(payload["text"]):
                 self.items.append(notice(f"⚠️ {esc(payload['text'])}", kind="error"))
         # `system` events (init, status) carry nothing to show.
+
+    def _behind_card(self, item: dict[str, Any]) -> bool:
+        """A tool step waiting for a person's answer: the approval card shows it instead."""
+        return bool(item.get("metadata")) and item["metadata"].get("id") in self._asking
 
     def _has_text(self, text: str) -> bool:
         return any(i.get("role") == "assistant" and not i.get("metadata") and i.get("content") == text
@@ -283,12 +293,8 @@ class TaskView:
         if self.status == "deleted":
             return None
         if self._asking:
-            tool_use_id, what = next(iter(self._asking.items()))
-            ask = notice(f"✋ Claude Code asks to use <code>{esc(what)}</code>. Allow it?", kind="ask")
-            # Gradio shows the options of the conversation's last message as buttons.
-            ask["options"] = [{"value": f"allow:{tool_use_id}", "label": "✅ Allow"},
-                              {"value": f"deny:{tool_use_id}", "label": "🚫 Deny"}]
-            return ask
+            tool_use_id, (tool, tool_input) = next(iter(self._asking.items()))
+            return approval_card(tool_use_id, tool, tool_input)
         if self.status == "waiting":
             return notice("✋ Waiting for an approval…", kind="live")
         if not any(i.get("content") for i in self.items):
@@ -299,11 +305,29 @@ class TaskView:
     def messages(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [{"role": "user", "content": self.message}]
         out += [dict(i, metadata=dict(i["metadata"])) if "metadata" in i else dict(i) for i in self.items
-                if i.get("content") or i.get("metadata")]
+                if (i.get("content") or i.get("metadata")) and not self._behind_card(i)]
         end = self.footer()
         if end:
             out.append(end)
         return out
+
+
+def approval_card(tool_use_id: str, tool: str, tool_input: Any) -> dict[str, Any]:
+    """The one place a pending approval is shown: what the tool wants to do, and the buttons.
+
+    The buttons are Gradio's options of the conversation's last message (a click is
+    chatbot.option_select); the CSS puts them on the card."""
+    if isinstance(tool_input, dict) and isinstance(tool_input.get("command"), str):
+        what = tool_input["command"]
+    else:
+        try:
+            what = json.dumps(tool_input, indent=2, ensure_ascii=False)
+        except (TypeError, ValueError):
+            what = str(tool_input)
+    card = notice(f"✋ Allow <b>{esc(tool)}</b> to do this?<pre><code>{esc(clip(what))}</code></pre>", kind="ask")
+    card["options"] = [{"value": f"allow:{tool_use_id}", "label": "✅ Allow"},
+                       {"value": f"deny:{tool_use_id}", "label": "🚫 Deny"}]
+    return card
 
 
 def step(title: str, content: str, status: str = "done", step_id: str | None = None,
@@ -371,6 +395,18 @@ CSS = """
 #scout-status { font-size: .85em; opacity: .75; min-height: 1.4em; }
 #scout-status p { margin: 0; }
 footer { display: none !important; }
+/* The chat's floating Clear / Copy icons sit over its top edge: keep the first message below them. */
+#scout-chat .message-wrap { padding-top: 2.25rem; }
+/* The approval card: Gradio draws a message's options (Allow / Deny) after the message's copy
+   button, right-aligned under the chat. Put them on the card instead: no copy button for the
+   card, the buttons in the bottom of its bubble, left-aligned under what is asked. */
+#scout-chat .message-buttons-left:has(+ .options) { display: none; }
+#scout-chat .message-row:has(+ .message-buttons-left + .options) .message:last-child { padding-bottom: 2.9rem; }
+#scout-chat .options { display: flex; justify-content: flex-start; gap: .6rem; max-width: none;
+                       margin: -3.05rem 0 1rem 0; padding: 0 0 0 1.9rem; position: relative; }
+#scout-chat .options .option { flex: none; width: auto; min-width: 6.5rem; padding: .35rem .9rem; }
+.scout-ask { min-width: 15rem; }
+.scout-ask pre { margin: .4rem 0 0; font-weight: normal; white-space: pre-wrap; }
 """
 
 # The page's own count of conversation switches (New chat, a History pick), passed to the
@@ -647,8 +683,9 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 yield from follow(conv, view, epoch)
                 if conv.epoch != epoch:
                     return
-            if not followed:
-                yield {**settings, chatbot: conv.done, task_box: "", status_md: status_line(session_id)}
+            if not followed:  # the status line tells how the last task ended, as it did before a reload
+                last = view if tasks and isinstance(view, TaskView) else None
+                yield {**settings, chatbot: conv.done, task_box: "", status_md: status_line(session_id, last)}
                 return
             hist, _ = history_choices()
             yield {task_box: "", send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False),
