@@ -240,9 +240,10 @@ def delete_task(task_id: str):
     s = scout()
     if not task.finished:
         s.supervisor.stop(task.id)
-    session_gone = s.store.delete_task(task.id)
+    s.store.delete_task(task.id)  # and its session, if this was the session's last task
     s.watcher.touch(task.id)
-    return {"task_id": task.id, "deleted": True, "session_deleted": session_gone is not None}
+    return {"task_id": task.id, "deleted": True,
+            "session_deleted": s.store.get_session(task.session_id) is None}
 
 
 @api.get("/sessions")

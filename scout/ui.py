@@ -362,7 +362,8 @@ CSS = """
 footer { display: none !important; }
 /* The chat's Clear / Copy icons float over the top of the scrolling messages, hiding what
    passes under them: give them a row of their own above the messages instead. */
-#scout-chat .top-panel { position: static; align-self: flex-end; margin: var(--block-label-margin) var(--block-label-margin) 0 0; }
+#scout-chat .top-panel { position: static; align-self: flex-end;
+                         margin: var(--block-label-margin) var(--block-label-margin) 0 0; }
 #scout-chat .bubble-wrap { flex: 1 1 0; min-height: 0; height: auto; }
 /* The approval card: Gradio draws a message's options (Allow / Deny) after the message's copy
    button, right-aligned under the chat. Put them on the card instead: no copy button for the

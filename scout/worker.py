@@ -132,7 +132,7 @@ def _ask_hooks(opts: dict[str, Any]) -> dict[str, list[HookMatcher]] | None:
     if not approval or opts.get("auto_approve_read_only"):
         return None
 
-    async def ask_a_person(hook_input: Any, tool_use_id: str | None, context: HookContext) -> dict[str, Any]:
+    async def ask_a_person(hook_input: Any, tool_use_id: str | None, context: HookContext) -> Any:
         if "*" not in approval and hook_input.get("tool_name") not in approval:
             return {}  # no opinion: Claude Code decides as usual
         return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "ask",
