@@ -164,6 +164,11 @@ def test_busy_stop_delete_and_a_folder_deleted_by_hand(make_server: Any, repo: P
 
     assert server.delete("/sessions/busy").status_code == 200
     assert not os.path.exists(path) and branches(repo) == []
+    # deleting a session's last task deletes the session, and so its worktree
+    doc = edit(server, repo, "true", session_id="lasttask")
+    assert os.path.isdir(doc["workspace"]["path"])
+    assert server.delete(f"/tasks/{doc['task_id']}").json()["session_deleted"] is True
+    assert not os.path.exists(doc["workspace"]["path"]) and branches(repo) == []
 
 
 def test_restart_keeps_worktrees_and_prunes_those_of_deleted_sessions(make_server: Any, repo: Path) -> None:
