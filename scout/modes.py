@@ -13,6 +13,7 @@ Built-in modes can be overridden, and new ones added, from a TOML file
     permission_mode = "default"     # default | acceptEdits | plan | bypassPermissions | dontAsk
     model = "claude-sonnet-4-5"
     max_turns = 20
+    workspace = "auto"              # shared | worktree | auto (a git worktree when cwd is in one)
 
     [modes.Review.mcp_servers.tracker]   # an MCP server Claude Code starts for the task (stdio)
     command = "/usr/local/bin/tracker-mcp"
@@ -37,6 +38,8 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable
+
+from .workspace import KINDS as WORKSPACES
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 READ_TOOLS = ["Read", "Grep", "Glob", "LS", "WebFetch", "WebSearch", "TodoWrite", "Task"]
@@ -77,6 +80,7 @@ class Mode:
     permission_mode: str = "default"
     model: str | None = None
     max_turns: int | None = None
+    workspace: str = "shared"  # where a session's first task runs: see scout/workspace.py
     mcp_servers: dict[str, McpServer] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,7 +126,7 @@ BUILTIN = {
         "Code", "May edit files under the working directory (acceptEdits) and run commands.",
         prompt="You may edit files in the working directory to carry out the request.",
         allowed_tools=READ_TOOLS + ["Bash", "Edit", "Write", "NotebookEdit"],
-        permission_mode="acceptEdits"),
+        permission_mode="acceptEdits", workspace="auto"),
 }
 DEFAULT_MODE = "Scout"
 
@@ -157,6 +161,8 @@ def load_modes(path: str | None = None) -> dict[str, Mode]:
             raise ModeError(f"mode {name!r}: auto_approve_read_only must be true or false")
         if mode.permission_mode not in PERMISSION_MODES:
             raise ModeError(f"mode {name!r}: permission_mode must be one of {', '.join(PERMISSION_MODES)}")
+        if mode.workspace not in WORKSPACES:
+            raise ModeError(f"mode {name!r}: workspace must be one of {', '.join(WORKSPACES)}")
         modes[name] = mode
     return modes
 

@@ -20,6 +20,7 @@ from claude_agent_sdk import (
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
+from . import workspace
 from .modes import tool_matches
 from .store import Store, Task
 from .taskspec import WorkerSpec
@@ -43,6 +44,7 @@ def run(spec: WorkerSpec) -> int:
         return 0
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        workspace.log_task_changes(store, task.id)
         store.transition(task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
@@ -54,8 +56,9 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: Store, task: Task, spec: WorkerSpec) -> ClaudeAgentOptions:
-    """Translate a task's resolved options (mode, overrides, session) into the SDK's."""
+def build_options(store: Store, task: Task, spec: WorkerSpec, cwd: str | None = None) -> ClaudeAgentOptions:
+    """Translate a task's resolved options (mode, overrides, session) into the SDK's; `cwd`
+    is where it runs when that is not its own cwd (the same place in its worktree)."""
     opts = task.options
     session = store.get_session(task.session_id)
     append = "\n\n".join(p for p in (opts.get("mode_prompt"), opts.get("append_system_prompt")) if p)
@@ -63,7 +66,7 @@ def build_options(store: Store, task: Task, spec: WorkerSpec) -> ClaudeAgentOpti
     if append:
         system_prompt["append"] = append
     return ClaudeAgentOptions(
-        cwd=opts.get("cwd") or None,
+        cwd=cwd or opts.get("cwd") or None,
         system_prompt=system_prompt,  # type: ignore[arg-type]
         resume=session.claude_session_id if session else None,
         permission_mode=opts.get("permission_mode") or "default",
@@ -149,7 +152,8 @@ async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
 
 
 async def _drive(store: Store, task: Task, spec: WorkerSpec) -> None:
-    options = build_options(store, task, spec)
+    where = workspace.begin_task(store, task, spec.worktrees)
+    options = build_options(store, task, spec, where)
     finished = False
     async for message in query(prompt=_prompt(task.message), options=options):
         if isinstance(message, ResultMessage):
@@ -177,6 +181,7 @@ def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
     if msg.errors:
         summary["errors"] = list(msg.errors)
     store.append_event(task.id, EventType.RESULT, summary)
+    workspace.log_task_changes(store, task.id)  # before the ending: streams close at the final status
     if msg.session_id:
         store.set_claude_session(task.session_id, msg.session_id, task.options.get("cwd"))
     if msg.is_error:
