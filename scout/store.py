@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Protocol
 
 from .vocab import PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus, can_transition
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -85,7 +85,13 @@ _MIGRATIONS: list[str] = [
         event_id INTEGER NOT NULL
     );
     """,
-    # 5: the node (server) that ran each task, as the status document says.
+    # 5: workspaces: a session's (JSON, see scout/workspace.py; NULL: shared) and the tree its
+    # worktree held when a task began (what the task's `changes` event is counted from).
+    """
+    ALTER TABLE sessions ADD COLUMN workspace TEXT;
+    ALTER TABLE tasks ADD COLUMN workspace_start TEXT;
+    """,
+    # 6: the node (server) that ran each task, as the status document says.
     """
     ALTER TABLE tasks ADD COLUMN node TEXT;
     """,
@@ -119,6 +125,7 @@ class Task:
     worker_pid: int | None = None
     worker_started: float | None = None
     stop_requested: bool = False
+    workspace_start: str | None = None  # the worktree's tree when the task began
     node: str | None = None  # the node that runs (ran) it, on a shared log
     want_node: str | None = None  # the node it must run on, if the client named one
 
@@ -151,6 +158,7 @@ class Session:
     cwd: str | None
     created_at: float
     updated_at: float
+    workspace: dict[str, Any] | None = None  # scout.workspace.Workspace as a dict; None: shared
 
 
 @dataclass
@@ -176,7 +184,7 @@ def _task(row: Any) -> Task:
         finished_at=row["finished_at"], error=row["error"],
         result=json.loads(row["result"]) if row["result"] else None,
         worker_pid=row["worker_pid"], worker_started=row["worker_started"],
-        stop_requested=bool(row["stop_requested"]), node=row["node"],
+        stop_requested=bool(row["stop_requested"]), workspace_start=row["workspace_start"], node=row["node"],
     )
 
 
@@ -228,12 +236,18 @@ class EventLog(Protocol):
         """Sessions by last activity, newest first, with task count, cost, first and last message."""
     def delete_session(self, session_id: str) -> int | None:
         """Delete a session with its tasks, events and approvals; how many tasks, or None if unknown."""
+    def set_session_workspace(self, session_id: str, workspace: dict[str, Any] | None) -> None:
+        """Replace the session's workspace (scout.workspace.Workspace as a dict; None: shared)."""
+    def session_workspaces(self) -> dict[str, dict[str, Any]]:
+        """Every session's workspace that is not shared, by session id."""
 
     # -- tasks
     def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
-                    max_pending: int | None = None, node: str | None = None) -> Task | None:
+                    max_pending: int | None = None, workspace: dict[str, Any] | None = None,
+                    node: str | None = None) -> Task | None:
         """A new pending task (and session) with its first status event, atomically; None when
-        max_pending tasks already wait. `node`: only that node may run it (a shared log)."""
+        max_pending tasks already wait. `workspace` becomes the session's when it has none yet
+        (or its worktree was discarded: base_commit null). `node`: only that node may run it."""
     def get_task(self, task_id: str) -> Task | None:
         """The task, or None."""
     def list_tasks(self, status: str | None = None, session_id: str | None = None,
@@ -263,10 +277,13 @@ class EventLog(Protocol):
         node's on_stop_request callbacks; `by` names the node asking."""
     def on_stop_request(self, callback: Any) -> None:
         """Call callback(task_id, by) whenever any node requests a stop (nothing to call on SQLite)."""
+    def set_workspace_start(self, task_id: str, tree: str) -> None:
+        """Record the git tree the task's worktree held when it began (its changes count from it)."""
     def requeue(self, task_id: str) -> bool:
         """Put an active task that never really started back to pending, forgetting its worker."""
     def delete_task(self, task_id: str) -> bool:
-        """Delete a task with its events and approvals; whether it existed."""
+        """Delete a task with its events and approvals, and its session if no task is left in
+        it (one transaction); whether the task existed."""
 
     # -- events
     def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
@@ -284,6 +301,8 @@ class EventLog(Protocol):
         """Each event of the task as its JSON object text, the payload pasted in as stored."""
     def last_event_time(self, task_id: str) -> float | None:
         """When the task last logged anything, or None."""
+    def has_event(self, task_id: str, type: str) -> bool:
+        """Has the task logged an event of this type?"""
     def max_event_id(self) -> int:
         """The largest event id in the log (0 if none); ids only grow."""
     def events_written(self) -> int:
@@ -519,7 +538,17 @@ class Store(LogPages, EventLog):
         if not rows:
             return None
         r = rows[0]
-        return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"])
+        return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"],
+                       json.loads(r["workspace"]) if r["workspace"] else None)
+
+    def set_session_workspace(self, session_id: str, workspace: dict[str, Any] | None) -> None:
+        self._write(lambda conn: conn.execute("UPDATE sessions SET workspace = ? WHERE id = ?",
+                                              (json.dumps(workspace) if workspace else None, session_id)))
+
+    def session_workspaces(self) -> dict[str, dict[str, Any]]:
+        """Every session's workspace that is not shared, by session id."""
+        return {r["id"]: json.loads(r["workspace"])
+                for r in self._read("SELECT id, workspace FROM sessions WHERE workspace IS NOT NULL")}
 
     def set_claude_session(self, session_id: str, claude_session_id: str, cwd: str | None) -> None:
         """Remember which Claude Code conversation (and directory) the session continues from."""
@@ -570,8 +599,10 @@ class Store(LogPages, EventLog):
     # -- tasks -------------------------------------------------------------------
 
     def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
-                    max_pending: int | None = None, node: str | None = None) -> Task | None:
-        """Insert a pending task (and its session if new) with its first event, atomically.
+                    max_pending: int | None = None, workspace: dict[str, Any] | None = None,
+                    node: str | None = None) -> Task | None:
+        """Insert a pending task (and its session if new) with its first event, atomically;
+        `workspace` (None: shared) becomes the session's.
 
         Returns None, writing nothing, when max_pending tasks are already waiting. ``node``
         (the node it must run on) matters only on a shared log: here there is one node.
@@ -586,9 +617,12 @@ class Store(LogPages, EventLog):
                 if waiting >= max_pending:
                     return None
             conn.execute(
-                "INSERT INTO sessions (id, cwd, created_at, updated_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-                (session_id, options.get("cwd"), now, now))
+                "INSERT INTO sessions (id, cwd, created_at, updated_at, workspace) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at,"
+                # a session's workspace is set by its first task, and again after a discard
+                " workspace = CASE WHEN json_extract(sessions.workspace, '$.base_commit') IS NULL"
+                "  THEN excluded.workspace ELSE sessions.workspace END",
+                (session_id, options.get("cwd"), now, now, json.dumps(workspace) if workspace else None))
             conn.execute(
                 "INSERT INTO tasks (id, session_id, status, message, options, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -697,6 +731,12 @@ class Store(LogPages, EventLog):
                          (pid, started, task_id))
         self._write(fn)
 
+    def set_workspace_start(self, task_id: str, tree: str) -> None:
+        self._write(lambda conn: conn.execute("UPDATE tasks SET workspace_start = ? WHERE id = ?", (tree, task_id)))
+
+    def has_event(self, task_id: str, type: str) -> bool:
+        return bool(self._read("SELECT 1 FROM events WHERE task_id = ? AND type = ? LIMIT 1", (task_id, type)))
+
     def request_stop(self, task_id: str, by: str | None = None) -> None:
         """Mark the task to be stopped (``by``: the node asking; there is one node here)."""
         def fn(conn):
@@ -709,10 +749,19 @@ class Store(LogPages, EventLog):
                                started_at=None, worker_pid=None, worker_started=None)
 
     def delete_task(self, task_id: str) -> bool:
+        """Delete a task with its events and approvals, and its session if this was the
+        session's last task (a conversation with nothing in it is no conversation, as
+        retention also judges); whether the task existed."""
         def fn(conn):
+            row = conn.execute("SELECT session_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                return False
             conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
-            return conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount > 0
+            conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            conn.execute("DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = ?)",
+                         (row["session_id"], row["session_id"]))
+            return True
         return self._write(fn)
 
     # -- events ------------------------------------------------------------------

@@ -49,7 +49,7 @@ from .vocab import ACTIVE, FAILED, NODE_LOST, PENDING, RUNNING, STATUSES, TERMIN
 
 log = logging.getLogger("scout.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # libpq's TCP keepalives on every connection: a peer that vanished is noticed in ~11 s, not hours.
 KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 EVENTS_CHANNEL, STOP_CHANNEL = "scout_events", "scout_stop"
@@ -132,6 +132,11 @@ _MIGRATIONS: list[str] = [
         max_workers integer,
         lost_at timestamptz
     );
+    """,
+    # 2: workspaces (as SQLite's 5): a session's (JSON; NULL: shared) and a task's starting tree.
+    """
+    ALTER TABLE sessions ADD COLUMN workspace text;
+    ALTER TABLE tasks ADD COLUMN workspace_start text;
     """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -293,7 +298,17 @@ class PgStore(LogPages):
         if not rows:
             return None
         r = rows[0]
-        return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"])
+        return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"],
+                       json.loads(r["workspace"]) if r["workspace"] else None)
+
+    def set_session_workspace(self, session_id: str, workspace: dict[str, Any] | None) -> None:
+        self._write(lambda conn: conn.execute("UPDATE sessions SET workspace = %s WHERE id = %s",
+                                              (json.dumps(workspace) if workspace else None, session_id)))
+
+    def session_workspaces(self) -> dict[str, dict[str, Any]]:
+        """Every session's workspace that is not shared, by session id."""
+        return {r["id"]: json.loads(r["workspace"])
+                for r in self._read("SELECT id, workspace FROM sessions WHERE workspace IS NOT NULL")}
 
     def set_claude_session(self, session_id: str, claude_session_id: str, cwd: str | None) -> None:
         self._write(lambda conn: conn.execute(
@@ -335,9 +350,11 @@ class PgStore(LogPages):
     # -- tasks ----------------------------------------------------------------------
 
     def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
-                    max_pending: int | None = None, node: str | None = None) -> Task | None:
-        """Insert a pending task (and its session if new) with its first event, atomically.
-        ``node``: run it only on that node. None, writing nothing, when max_pending wait."""
+                    max_pending: int | None = None, workspace: dict[str, Any] | None = None,
+                    node: str | None = None) -> Task | None:
+        """Insert a pending task (and its session if new) with its first event, atomically;
+        `workspace` (None: shared) becomes the session's (as Store.create_task); ``node``: run
+        it only on that node. None, writing nothing, when max_pending wait."""
         task_id = new_id()
         session_id = session_id or new_id()
         now = time.time()
@@ -348,9 +365,12 @@ class PgStore(LogPages):
                 if waiting >= max_pending:
                     return None
             conn.execute(
-                "INSERT INTO sessions (id, cwd, created_at, updated_at) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
-                (session_id, options.get("cwd"), now, now))
+                "INSERT INTO sessions (id, cwd, created_at, updated_at, workspace) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at,"
+                # a session's workspace is set by its first task, and again after a discard
+                " workspace = CASE WHEN sessions.workspace::jsonb ->> 'base_commit' IS NULL"
+                "  THEN excluded.workspace ELSE sessions.workspace END",
+                (session_id, options.get("cwd"), now, now, json.dumps(workspace) if workspace else None))
             conn.execute("INSERT INTO tasks (id, session_id, status, message, options, created_at, want_node)"
                          " VALUES (%s, %s, %s, %s, %s, %s, %s)",
                          (task_id, session_id, PENDING, message, json.dumps(options), now, node))
@@ -443,6 +463,13 @@ class PgStore(LogPages):
         self._write(lambda conn: conn.execute(
             "UPDATE tasks SET worker_pid = %s, worker_started = %s WHERE id = %s", (pid, started, task_id)))
 
+    def set_workspace_start(self, task_id: str, tree: str) -> None:
+        self._write(lambda conn: conn.execute("UPDATE tasks SET workspace_start = %s WHERE id = %s",
+                                              (tree, task_id)))
+
+    def has_event(self, task_id: str, type: str) -> bool:
+        return bool(self._read("SELECT 1 FROM events WHERE task_id = %s AND type = %s LIMIT 1", (task_id, type)))
+
     def request_stop(self, task_id: str, by: str | None = None) -> None:
         """Mark the task to be stopped and tell every node (NOTIFY scout_stop "task_id by") at commit."""
         def fn(conn):
@@ -456,7 +483,16 @@ class PgStore(LogPages):
                                worker_started=None, node=None)
 
     def delete_task(self, task_id: str) -> bool:
-        return self._write(lambda conn: _delete_tasks(conn, [task_id]) > 0)
+        """Delete a task with its events and approvals, and its session if no task is left in it."""
+        def fn(conn):
+            row = conn.execute("SELECT session_id FROM tasks WHERE id = %s FOR UPDATE", (task_id,)).fetchone()
+            if row is None:
+                return False
+            _delete_tasks(conn, [task_id])
+            conn.execute("DELETE FROM sessions s WHERE id = %s AND NOT EXISTS"
+                         " (SELECT 1 FROM tasks WHERE session_id = s.id)", (row[0],))
+            return True
+        return self._write(fn)
 
     # -- events ---------------------------------------------------------------------
 

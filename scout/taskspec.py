@@ -39,6 +39,7 @@ class WorkerSpec:
     claude_path: str | None = None           # the Claude Code CLI
     approval_timeout: float = 300.0          # seconds a tool use waits for a person
     max_events_per_task: int | None = None   # None: no cap
+    worktrees: str = ""                      # SCOUT_WORKTREES (its lock files, for a new worktree)
 
     @classmethod
     def from_settings(cls, task_id: str, settings: Settings, log_path: str | None = None) -> WorkerSpec:
@@ -47,7 +48,7 @@ class WorkerSpec:
         return cls(task_id=task_id, db=db, db_max_bytes=settings.db_max_bytes,
                    log_path=log_path, nice=settings.task_nice, claude_path=settings.claude_path,
                    approval_timeout=settings.approval_timeout,
-                   max_events_per_task=settings.max_events_per_task or None)
+                   max_events_per_task=settings.max_events_per_task or None, worktrees=settings.worktrees)
 
     def to_json(self) -> str:
         """One line of JSON, as it goes down the zygote's pipe."""
