@@ -63,7 +63,9 @@ class Settings:
     max_workers: int = 4
     max_pending: int = 1000
     claude_path: str | None = None
-    threads: int = 256
+    threads: int = 32
+    max_streams: int = 500
+    allowed_hosts: list[str] = field(default_factory=list)
     task_timeout: float = 3600.0
     idle_timeout: float = 900.0
     stop_grace: float = 3.0
@@ -103,7 +105,9 @@ class Settings:
             max_workers=_int(env, "SCOUT_MAX_WORKERS", 4, low=1),
             max_pending=_int(env, "SCOUT_MAX_PENDING", 1000, low=1),
             claude_path=env.get("SCOUT_CLAUDE_PATH") or bundled_claude_path(),
-            threads=_int(env, "SCOUT_THREADS", 256, low=4),
+            threads=_int(env, "SCOUT_THREADS", 32, low=4),
+            max_streams=_int(env, "SCOUT_MAX_STREAMS", 500, low=1),
+            allowed_hosts=_list(env, "SCOUT_ALLOWED_HOSTS", []),
             task_timeout=_float(env, "SCOUT_TASK_TIMEOUT", 3600.0),
             idle_timeout=_float(env, "SCOUT_IDLE_TIMEOUT", 900.0),
             stop_grace=_float(env, "SCOUT_STOP_GRACE", 3.0),

@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import __version__, ops
 from .config import ConfigError, Settings
+from .guard import HostRules, is_loopback
 from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
 from .notify import LogWatcher
@@ -248,46 +249,70 @@ def task_stream(task_id: str):
         or request.args.get("after")
     after = int_arg(raw, "Last-Event-ID", 0, 0, 2**62)
     s = scout()
-    gen = stream_events(s, task.id, after or 0)
-    return Response(gen, mimetype="text/event-stream",
+    # Each stream holds a waitress thread; the pool has SCOUT_MAX_STREAMS threads for them on
+    # top of SCOUT_THREADS for everything else, so past the cap a stream is refused rather
+    # than let /health, /chat and /stop wait for a thread.
+    if not s.watcher.open_stream(s.settings.max_streams):
+        raise ApiError(503, "too_many_streams",
+                       f"{s.settings.max_streams} streams are open (SCOUT_MAX_STREAMS); try again later",
+                       headers={"Retry-After": "5"})
+    gone = request.environ.get("waitress.client_disconnected") or (lambda: False)
+    resp = Response(stream_events(s, task.id, after or 0, gone), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    resp.call_on_close(s.watcher.close_stream)  # also when the generator never started
+    return resp
 
 
-def stream_events(s: Scout, task_id: str, after: int) -> Iterator[bytes]:
-    """Replay the log after `after`, follow it live, end with an `end` event once finished."""
-    s.watcher.open_stream(1)
-    try:
-        yield b"retry: 1000\n\n"
-        last = after
-        while True:
-            seen = s.watcher.generation(task_id)
-            frames = s.watcher.frames_after(task_id, last)
-            if frames is None:
-                frames = [sse_frame(task_id, *row) for row in s.store.raw_events_after(task_id, last, 500)]
-            final = None
-            for seq, data, ends in frames:
-                yield data
-                last, final = seq, ends or final
-            if final:
-                yield sse_end(task_id, final)
+DISCONNECT_CHECK_SECONDS = 1.0
+
+
+def stream_events(s: Scout, task_id: str, after: int, gone=lambda: False) -> Iterator[bytes]:
+    """Replay the log after `after`, follow it live, end with an `end` event once finished.
+    `gone()` says the client has hung up: checked every second while the task is quiet, so a
+    vanished client frees its thread within about a second, not at the next keep-alive."""
+    yield b"retry: 1000\n\n"
+    last = after
+    while True:
+        seen = s.watcher.generation(task_id)
+        frames = s.watcher.frames_after(task_id, last)
+        if frames is None:
+            frames = [sse_frame(task_id, *row) for row in s.store.raw_events_after(task_id, last, 500)]
+        final = None
+        for seq, data, ends in frames:
+            yield data
+            last, final = seq, ends or final
+        if final:
+            yield sse_end(task_id, final)
+            return
+        if frames:
+            continue
+        task = s.store.get_task(task_id)
+        if task is None:
+            yield sse_end(task_id, "deleted")
+            return
+        if task.status in TERMINAL:
+            if not s.store.events_after(task_id, last, 1):
+                yield sse_end(task_id, task.status)
                 return
-            if frames:
-                continue
-            task = s.store.get_task(task_id)
-            if task is None:
-                yield sse_end(task_id, "deleted")
-                return
-            if task.status in TERMINAL:
-                if not s.store.events_after(task_id, last, 1):
-                    yield sse_end(task_id, task.status)
-                    return
-                continue
-            if s.watcher.stopped:
-                return  # the server is shutting down
-            if not s.watcher.wait(task_id, seen, s.settings.sse_keepalive):
-                yield b": keep-alive\n\n"
-    finally:
-        s.watcher.open_stream(-1)
+            continue
+        if s.watcher.stopped or gone():
+            return  # the server is shutting down, or nobody is listening any more
+        if not _wait_quietly(s, task_id, seen, gone):
+            yield b": keep-alive\n\n"
+
+
+def _wait_quietly(s: Scout, task_id: str, seen: int, gone) -> bool:
+    """Wait for the task's next change (True), or SCOUT_SSE_KEEPALIVE seconds (False), in
+    slices short enough to notice a client that has gone."""
+    deadline = time.monotonic() + s.settings.sse_keepalive
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if s.watcher.wait(task_id, seen, min(left, DISCONNECT_CHECK_SECONDS)):
+            return True
+        if gone() or s.watcher.stopped:
+            return True  # the caller's loop sees why and ends the stream
 
 
 @api.post("/chat/<task_id>/stop")
@@ -478,9 +503,14 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app.register_blueprint(openapi_blueprint)  # GET /openapi.json, public
     ops.init_app(app, start)  # retention, metrics, webhooks, state-change logs, worker logs, transcripts
 
+    rules = HostRules.build(settings.host, settings.allowed_hosts, settings.cors_origins)
+
     @app.before_request
     def before():
         g.started = time.monotonic()
+        refused = rules.refusal(request.method, request.headers.get("Host"), request.headers.get("Origin"))
+        if refused:  # before anything else, the token included: DNS rebinding, cross-site writes
+            raise ApiError(403, refused.code, refused.message)
         if request.method == "OPTIONS" and request.url_rule is not None \
                 and request.headers.get("Origin") in settings.cors_origins:
             return Response(status=204)  # a CORS preflight from an allowed origin; after() adds the headers
@@ -534,9 +564,9 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
 
 
 def check_bind(settings: Settings) -> None:
-    """Refuse to listen beyond loopback without a token: whoever reaches the port runs code."""
-    loopback = settings.host in ("127.0.0.1", "localhost", "::1") or settings.host.startswith("127.")
-    if not loopback and not settings.api_token:
+    """Refuse to listen beyond loopback without a token: whoever reaches the port runs code.
+    A name counts as loopback only if every address it resolves to is (not "127.evil.com")."""
+    if not is_loopback(settings.host) and not settings.api_token:
         raise ConfigError(f"refusing to listen on {settings.host} without SCOUT_API_TOKEN: anyone who "
                           "can reach the port could run commands on this machine")
 
@@ -550,12 +580,18 @@ def serve(settings: Settings | None = None) -> int:
     make_undumpable()  # other processes of this user (the agent's tools) cannot read our /proc environ
     app = create_app(settings)
     state: Scout = app.extensions["scout"]
-    # Each open SSE stream holds one waitress thread for its whole life, so the pool is
-    # sized for streams plus ordinary requests (SCOUT_THREADS); send_bytes=1 makes every
-    # event leave as soon as it is yielded instead of waiting for 18 kB to gather.
+    # Each open SSE stream holds one waitress thread for its whole life, so the pool has
+    # SCOUT_MAX_STREAMS threads for streams (more are refused with a 503) plus SCOUT_THREADS
+    # that only ordinary requests can use up. send_bytes=1 makes every event leave as soon as
+    # it is yielded instead of waiting for 18 kB to gather. channel_request_lookahead lets
+    # waitress keep reading a streaming connection, which is how it learns the client has
+    # gone (environ["waitress.client_disconnected"]). Bodies past the limit are refused
+    # before waitress buffers them (its own default is 1 GiB, spooled to disk).
+    pool = settings.threads + settings.max_streams
     server = waitress.create_server(app, host=settings.host, port=settings.port,
-                                    threads=settings.threads, send_bytes=1,
-                                    channel_timeout=300, connection_limit=max(1000, settings.threads * 2),
+                                    threads=pool, send_bytes=1, channel_request_lookahead=1,
+                                    max_request_body_size=body_limit(settings.max_message_bytes) + 65536,
+                                    channel_timeout=300, connection_limit=max(1000, pool * 2),
                                     ident="scout")
     stopping = threading.Event()
 
