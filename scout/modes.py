@@ -12,12 +12,17 @@ Built-in modes can be overridden, and new ones added, from a TOML file
     permission_mode = "default"     # default | acceptEdits | plan | bypassPermissions | dontAsk
     model = "claude-sonnet-4-5"
     max_turns = 20
+    sandbox = "auto"                # auto | required | off: Bash in the OS sandbox (scout/sandbox.py)
+    sandbox_writes = "cwd"          # cwd | temp: where sandboxed commands may write
+    allowed_domains = ["pypi.org"]  # network for sandboxed commands (none by default)
 """
 from __future__ import annotations
 
 import tomllib
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from .sandbox import SANDBOX_CHOICES, WRITE_CHOICES
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 READ_TOOLS = ["Read", "Grep", "Glob", "LS", "WebFetch", "WebSearch", "TodoWrite", "Task"]
@@ -34,6 +39,9 @@ class Mode:
     permission_mode: str = "default"
     model: str | None = None
     max_turns: int | None = None
+    sandbox: str = "auto"
+    sandbox_writes: str = "cwd"
+    allowed_domains: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,11 +53,11 @@ BUILTIN = {
         prompt="You are Scout. Investigate the question with the tools you have and answer it. "
                "Do not modify files.",
         allowed_tools=READ_TOOLS + ["Bash"],
-        disallowed_tools=["Edit", "Write", "NotebookEdit"]),
+        disallowed_tools=["Edit", "Write", "NotebookEdit"], sandbox_writes="temp"),
     "Plan": Mode(
         "Plan", "Plans only: Claude Code's plan permission mode, no changes are made.",
         prompt="Make a plan for the request; do not carry it out.",
-        allowed_tools=list(READ_TOOLS), permission_mode="plan"),
+        allowed_tools=list(READ_TOOLS), permission_mode="plan", sandbox_writes="temp"),
     "Code": Mode(
         "Code", "May edit files under the working directory (acceptEdits) and run commands.",
         prompt="You may edit files in the working directory to carry out the request.",
@@ -85,5 +93,11 @@ def load_modes(path: str | None = None) -> dict[str, Mode]:
         mode = Mode(**base)
         if mode.permission_mode not in PERMISSION_MODES:
             raise ModeError(f"mode {name!r}: permission_mode must be one of {', '.join(PERMISSION_MODES)}")
+        if mode.sandbox not in SANDBOX_CHOICES:
+            raise ModeError(f"mode {name!r}: sandbox must be one of {', '.join(SANDBOX_CHOICES)}")
+        if mode.sandbox_writes not in WRITE_CHOICES:
+            raise ModeError(f"mode {name!r}: sandbox_writes must be one of {', '.join(WRITE_CHOICES)}")
+        if not isinstance(mode.allowed_domains, list) or not all(isinstance(d, str) for d in mode.allowed_domains):
+            raise ModeError(f"mode {name!r}: allowed_domains must be a list of domain names")
         modes[name] = mode
     return modes

@@ -23,6 +23,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from . import __version__, ops
 from .config import ConfigError, Settings
 from .guard import HostRules, is_loopback
+from .sandbox import Probe
+from .sandbox import probe as sandbox_probe
 from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
 from .notify import LogWatcher
@@ -47,6 +49,7 @@ class Scout:
     watcher: LogWatcher
     modes: dict[str, Mode]
     claude: dict[str, Any] = field(default_factory=dict)
+    sandbox: Probe = Probe(False, "not probed")  # Claude Code's OS sandbox, probed at start
     on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
     _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe
 
@@ -107,7 +110,8 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "task_id": task.id, "status": task.status, "error": task.error,
         "session_id": task.session_id, "message": task.message, "mode": task.options.get("mode"),
-        "cwd": task.options.get("cwd"), "created_at": task.created_at,
+        "cwd": task.options.get("cwd"), "sandboxed": bool(task.options.get("sandboxed")),
+        "created_at": task.created_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
         "worker_pid": task.worker_pid, "result": None,
     }
@@ -173,7 +177,7 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
     if "cwd" in req:
         cwd = check_cwd(req["cwd"], s.settings.allowed_roots)
     elif session_cwd and os.path.isdir(session_cwd):
-        cwd = session_cwd
+        cwd = check_cwd(session_cwd, s.settings.allowed_roots)  # the roots may have changed since
     else:
         cwd = default_cwd(s.settings)
     return {
@@ -188,7 +192,24 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
         "max_budget_usd": req.get("max_budget_usd"),
         "stream_deltas": req.get("stream_deltas", True),
         "webhook_url": check_webhook_url(req["webhook_url"], s.settings.webhook_hosts) if "webhook_url" in req else None,
+        **sandbox_options(mode, s.sandbox, private_dirs(s.settings)),
     }
+
+
+def private_dirs(settings: Settings) -> list[str]:
+    """Scout's own files, which no task may read: the database's directory and the logs."""
+    dirs = [os.path.dirname(settings.db), settings.log_dir]
+    return [d for i, d in enumerate(dirs) if d and d not in dirs[:i]]
+
+
+def sandbox_options(mode: Mode, probe: Probe, private: list[str]) -> dict[str, Any]:
+    """Whether the task runs sandboxed (decided here, shown in its status document, enforced
+    by the worker) and what the sandbox needs. A `required` mode without a sandbox is still
+    accepted: its task fails at start with the reason, as any task that cannot run does."""
+    return {"sandbox": mode.sandbox, "sandboxed": mode.sandbox != "off" and probe.available,
+            "sandbox_error": None if probe.available or mode.sandbox == "off" else probe.error,
+            "sandbox_writes": mode.sandbox_writes, "allowed_domains": list(mode.allowed_domains),
+            "private_dirs": private}
 
 
 @api.post("/chat")
@@ -446,7 +467,8 @@ def health():
                   "pending": counts.get("pending", 0)},
         "workers": {"max": s.settings.max_workers, "active": s.supervisor.running_count(),
                     "zygote_alive": s.supervisor.zygote_alive()},
-        "streams": s.watcher.streams,
+        "streams": s.watcher.streams, "max_streams": s.settings.max_streams,
+        "sandbox": s.sandbox.to_dict(),
     }, 200 if db["ok"] else 503
 
 
@@ -556,6 +578,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
 
     if start:
         state.claude = claude_info(settings.claude_path)
+        state.sandbox = sandbox_probe()
         summary = supervisor.start()
         watcher.start()
         if any(summary.values()):
@@ -586,10 +609,13 @@ def serve(settings: Settings | None = None) -> int:
     # it is yielded instead of waiting for 18 kB to gather. channel_request_lookahead lets
     # waitress keep reading a streaming connection, which is how it learns the client has
     # gone (environ["waitress.client_disconnected"]). Bodies past the limit are refused
-    # before waitress buffers them (its own default is 1 GiB, spooled to disk).
+    # before waitress buffers them (its own default is 1 GiB, spooled to disk). poll(), not
+    # select(): with hundreds of streams (and a database connection per thread) the
+    # descriptors pass select()'s limit of 1024.
     pool = settings.threads + settings.max_streams
     server = waitress.create_server(app, host=settings.host, port=settings.port,
                                     threads=pool, send_bytes=1, channel_request_lookahead=1,
+                                    asyncore_use_poll=True,
                                     max_request_body_size=body_limit(settings.max_message_bytes) + 65536,
                                     channel_timeout=300, connection_limit=max(1000, pool * 2),
                                     ident="scout")

@@ -555,6 +555,7 @@ class Supervisor:
                 "claude_path": self.settings.claude_path,
                 "approval_timeout": self.settings.approval_timeout,
                 "log_path": self.log_path(task.id),
+                "allowed_roots": self.settings.allowed_roots,  # cwd is checked again where it is used
                 "max_events_per_task": self.settings.max_events_per_task or None}
         try:
             self._send_to_zygote(spec)

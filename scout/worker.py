@@ -8,7 +8,10 @@ supervisor owns every other ending (cancelled, lost, timed out).
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from typing import Any, AsyncIterator
@@ -19,7 +22,9 @@ from claude_agent_sdk import (
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
+from . import sandbox
 from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Store, Task
+from .validate import ApiError, check_cwd
 
 APPROVAL_POLL_SECONDS = 0.1
 
@@ -34,15 +39,41 @@ def run(spec: dict[str, Any]) -> int:
     task = store.get_task(spec["task_id"])
     if task is None or task.status not in ACTIVE or task.stop_requested:
         return 0  # stopped before it began: a stop's sweep may have come before our title
+    private_tmp = tempfile.mkdtemp(prefix=f"scout-task-{task.id[:8]}-")  # the task's own, 0700
     try:
-        asyncio.run(_drive(store, task, spec))
+        check_where(task, spec)
+        asyncio.run(_drive(store, task, {**spec, "private_tmp": private_tmp}))
         return 0
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         store.transition(task.id, FAILED, ACTIVE, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
+        shutil.rmtree(private_tmp, ignore_errors=True)
         store.close()
+
+
+class CannotRun(Exception):
+    """The task may not start as it is: its cwd left the roots, or its mode's sandbox is missing."""
+
+
+def check_where(task: Task, spec: dict[str, Any]) -> None:
+    """Checks made again just before Claude Code starts, since things change while a task
+    waits in the queue: its cwd (a directory swapped for a symlink to elsewhere, roots
+    narrowed by a restart) must still resolve inside the roots, to the path it resolved to
+    when the task was created; and a mode with sandbox = "required" must have one."""
+    cwd = task.options.get("cwd")
+    roots = spec.get("allowed_roots")
+    if cwd and roots is not None:
+        try:
+            real = check_cwd(cwd, roots)
+        except ApiError as exc:
+            raise CannotRun(f"cwd is no longer usable: {exc.message}") from None
+        if real != cwd:
+            raise CannotRun(f"cwd {cwd} now resolves to {real}: it was replaced after the task was created")
+    if task.options.get("sandbox") == "required" and not task.options.get("sandboxed"):
+        raise CannotRun(f"mode {task.options.get('mode')} requires the OS sandbox (sandbox = \"required\"), "
+                        f"which is not available here: {task.options.get('sandbox_error') or 'unknown reason'}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -58,13 +89,19 @@ def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgent
     system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
     if append:
         system_prompt["append"] = append
+    private = list(opts.get("private_dirs") or [])
+    extra: dict[str, Any] = {}
+    if opts.get("sandboxed"):
+        extra["sandbox"] = sandbox.settings(
+            opts.get("cwd") or os.getcwd(), opts.get("sandbox_writes") or "cwd", private,
+            list(opts.get("allowed_domains") or []), "Bash" in (opts.get("approval_tools") or []))
     return ClaudeAgentOptions(
         cwd=opts.get("cwd") or None,
         system_prompt=system_prompt,  # type: ignore[arg-type]
         resume=session.claude_session_id if session else None,
         permission_mode=opts.get("permission_mode") or "default",
         allowed_tools=list(opts.get("allowed_tools") or []),
-        disallowed_tools=list(opts.get("disallowed_tools") or []),
+        disallowed_tools=list(opts.get("disallowed_tools") or []) + sandbox.read_denials(private),
         model=opts.get("model"),
         max_turns=opts.get("max_turns"),
         max_budget_usd=opts.get("max_budget_usd"),
@@ -72,6 +109,8 @@ def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgent
         cli_path=spec.get("claude_path"),
         can_use_tool=_approver(store, task, spec),
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
+        env={"CLAUDE_CODE_TMPDIR": spec["private_tmp"]} if spec.get("private_tmp") else {},
+        **extra,
     )
 
 

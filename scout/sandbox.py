@@ -1,0 +1,82 @@
+"""The OS sandbox for a task's Bash commands: whether one works here, and its settings.
+
+Scout does not build a sandbox of its own: it turns on Claude Code's (the SDK's ``sandbox``
+option), which on Linux runs every Bash command under bubblewrap, with a network proxy
+(socat) that lets through only the domains allowed. What a mode may write is decided here:
+
+- ``temp`` (Scout, Plan): only the task's private temporary folder (CLAUDE_CODE_TMPDIR,
+  created by the worker for the task alone); the working directory is read-only.
+- ``cwd`` (Code): the working directory and the private temporary folder.
+
+No mode can read Scout's own data directory (the database, the workers' logs), and network
+for sandboxed commands is limited to the mode's ``allowed_domains`` (none by default).
+
+Used by the server (the probe, for /health and to decide ``sandboxed`` when a task is
+created) and by the worker (the settings handed to Claude Code); no process state here.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+SANDBOX_CHOICES = ("auto", "required", "off")
+WRITE_CHOICES = ("temp", "cwd")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether Claude Code's sandbox can run on this machine, and if not, why."""
+
+    available: bool
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"available": self.available, **({"error": self.error} if self.error else {})}
+
+
+def probe() -> Probe:
+    """bubblewrap and socat on PATH, and bubblewrap able to make its namespaces (it cannot in
+    some containers, where user namespaces are off)."""
+    missing = [name for name, exe in (("bubblewrap", "bwrap"), ("socat", "socat")) if not shutil.which(exe)]
+    if missing:
+        return Probe(False, f"not installed: {', '.join(missing)} (apt-get install bubblewrap socat)")
+    try:
+        run = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                              "--unshare-all", "--die-with-parent", "true"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Probe(False, f"bubblewrap does not run: {exc}")
+    if run.returncode != 0:
+        return Probe(False, f"bubblewrap cannot create its namespaces: {run.stderr.strip()[:300]}")
+    return Probe(True)
+
+
+def settings(cwd: str, writes: str, private_dirs: list[str], allowed_domains: list[str],
+             ask_for_bash: bool) -> dict[str, Any]:
+    """Claude Code's ``sandbox`` settings for one task. Commands may never leave the sandbox
+    (allowUnsandboxedCommands false), and a sandbox that cannot start fails the task instead
+    of letting commands run without it (failIfUnavailable)."""
+    filesystem: dict[str, Any] = {"denyRead": list(private_dirs), "denyWrite": list(private_dirs)}
+    if writes == "temp":
+        filesystem["denyWrite"].append(cwd)
+    return {
+        "enabled": True,
+        "failIfUnavailable": True,
+        "allowUnsandboxedCommands": False,
+        # A mode that asks a person before Bash keeps asking, sandbox or not.
+        "autoAllowBashIfSandboxed": not ask_for_bash,
+        "filesystem": filesystem,
+        "network": {"allowedDomains": list(allowed_domains)},
+    }
+
+
+def read_denials(private_dirs: list[str]) -> list[str]:
+    """Permission rules that keep Claude Code's own Read/Grep/Glob tools out of `private_dirs`
+    (the sandbox covers Bash only). ``//`` starts an absolute path in a rule."""
+    rules = []
+    for path in private_dirs:
+        for tool in ("Read", "Grep", "Glob", "Edit", "Write"):
+            rules.append(f"{tool}(/{path.rstrip('/')}/**)")
+    return rules
