@@ -197,7 +197,8 @@ class Store:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            self._private_files()
+            if not self._all:
+                self._private_files()
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
                                    isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
@@ -224,8 +225,13 @@ class Store:
                 os.chmod(parent or ".", 0o700)
         except OSError:
             pass
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        if not os.path.exists(self.path):
+            # Never open and close the file once it exists: closing any descriptor of a
+            # database drops every POSIX lock this process's SQLite connections hold on it.
+            try:
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
         for path in (self.path, self.path + "-wal", self.path + "-shm"):
             try:
                 if os.stat(path).st_mode & 0o077:
