@@ -619,6 +619,7 @@ def serve(settings: Settings | None = None) -> int:
                                     max_request_body_size=body_limit(settings.max_message_bytes) + 65536,
                                     channel_timeout=300, connection_limit=max(1000, pool * 2),
                                     ident="scout")
+    server.channel_class = _JsonErrorChannel
     stopping = threading.Event()
 
     def on_signal(signum: int) -> None:
@@ -641,6 +642,34 @@ def serve(settings: Settings | None = None) -> int:
         server.task_dispatcher.shutdown(timeout=5)  # requests in flight finish
         state.close()
     return 0
+
+
+def _json_error_channel():
+    """waitress's channel, with its own refusals (a body past max_request_body_size, a
+    malformed request) answered as Scout's JSON errors instead of waitress's plain text."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    codes = {400: "bad_request", 413: "too_large", 431: "headers_too_large"}
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self) -> None:
+            err = self.request.error
+            body = json.dumps({"error": {"code": codes.get(err.code, "http_error"),
+                                         "message": f"{err.reason}: {err.body}"}}).encode()
+            self.status = f"{err.code} {err.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
+
+
+_JsonErrorChannel = _json_error_channel()
 
 
 class _Shutdown(SystemExit):
