@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import __version__, ops
+from . import __version__, ops, vault
 from .config import ConfigError, Settings
 from .guard import HostRules, is_loopback
 from .sandbox import Probe
@@ -678,6 +678,8 @@ class _Shutdown(SystemExit):
 
 
 def main(argv: list[str] | None = None) -> None:
+    make_undumpable()  # other processes of this user (the agent's tools) cannot read our memory
+    vault.reexec_without_secrets()  # and our /proc environ never holds a secret
     parser = argparse.ArgumentParser(
         prog="python -m scout.server",
         description="Run the Scout API server (settings come from SCOUT_* environment variables; "
@@ -687,7 +689,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", help="database file (SCOUT_DB, default data/scout.db)")
     args = parser.parse_args(argv)
     setup_logging((os.environ.get("SCOUT_LOG_FORMAT") or "text").lower(), os.environ.get("SCOUT_LOG_LEVEL", "INFO"))
-    env = dict(os.environ)
+    env = {**os.environ, **vault.take()}
     for name, value in (("SCOUT_HOST", args.host), ("SCOUT_PORT", args.port), ("SCOUT_DB", args.db)):
         if value is not None:
             env[name] = str(value)

@@ -33,7 +33,8 @@ import gradio as gr  # noqa: E402
 
 from .guard import HostRules, LoginThrottle, is_loopback  # noqa: E402
 from .client import TERMINAL, ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
-from .supervisor import interrupt_on_sigterm  # noqa: E402
+from . import vault  # noqa: E402
+from .supervisor import interrupt_on_sigterm, make_undumpable  # noqa: E402
 from .transcript import fmt_cost, fmt_duration  # noqa: E402
 
 log = logging.getLogger("scout.ui")
@@ -997,7 +998,9 @@ def ui_login(auth: tuple[str, str] | None, token: str | None) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m scout.ui``: serve the UI until Ctrl-C or SIGTERM."""
-    env = os.environ
+    make_undumpable()  # the API token it holds stays out of reach of the agent's tools
+    vault.reexec_without_secrets()
+    env = {**os.environ, **vault.take()}
     parser = argparse.ArgumentParser(
         prog="python -m scout.ui",
         description="Scout's web chat UI (Gradio). It talks to a running Scout API server over HTTP.")

@@ -289,3 +289,110 @@ def test_data_directory_and_database_are_private(server):
     assert len(files) >= 2, files
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+# -- secrets out of reach ------------------------------------------------------------------
+
+OPEN_MODE = '[modes.Open]\ndescription = "Bash without the OS sandbox"\nallowed_tools = ["Bash"]\nsandbox = "off"\n'
+
+SCAN = """import os, sys
+secrets = sys.argv[1:4]
+hits = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            data = open(f"/proc/{pid}/environ", "rb").read()
+        except OSError:
+            continue
+        hits += [f"environ of {pid}" for s in secrets if s.encode() in data]
+for top, _, files in os.walk(sys.argv[4]):
+    for name in files:
+        try:
+            data = open(os.path.join(top, name), "rb").read()
+        except OSError:
+            continue
+        hits += [f"file {name}" for s in secrets if s.encode() in data]
+print("scanned", len(os.listdir("/proc")), "HITS:", hits)
+"""
+
+
+def test_a_task_finds_no_secret_in_any_environment_or_the_data_directory(model, tmp_path):
+    """run_servers.py started with all three secrets in its environment; a task's command
+    (as Scout's user, here root, without the sandbox) reads every /proc/*/environ and every
+    file of the data directory, and finds none of them."""
+    token, hook, ui_pw = ("t-" + secrets.token_hex(12), "w-" + secrets.token_hex(12), "u-" + secrets.token_hex(12))
+    (tmp_path / "scan.py").write_text(SCAN)
+    env = stack_env(model, tmp_path, SCOUT_API_TOKEN=token, SCOUT_WEBHOOK_SECRET=hook,
+                    SCOUT_UI_AUTH=f"me:{ui_pw}", SCOUT_MODES_FILE=write_modes(tmp_path / "modes.toml", OPEN_MODE))
+    Path(tmp_path / "secrets.txt").write_text(f"{token} {hook} {ui_pw}")
+    running = launch(env, tmp_path, free_port(), free_port())
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert requests.get(running.api_url + "/tasks", headers=auth, timeout=30).status_code == 200
+        assert requests.post(running.ui_url + "/login", data={"username": "me", "password": ui_pw},
+                             timeout=30).status_code == 200
+        resp = requests.post(running.api_url + "/chat", headers=auth, timeout=30, json={
+            "message": f"BASH: python3 scan.py $(cat secrets.txt) {tmp_path / 'data'}", "mode": "Open"})
+        task_id = resp.json()["task_id"]
+        doc = wait_for(lambda: (d := requests.get(f"{running.api_url}/chat/{task_id}/status", headers=auth,
+                                                  timeout=30).json())["status"] in ("completed", "failed") and d,
+                       timeout=120, what="the scan")
+        out = "\n".join(e["payload"]["content"] for e in doc["events"] if e["type"] == "tool_result")
+        assert doc["status"] == "completed" and "scanned" in out, doc
+        assert "HITS: []" in out, out
+    finally:
+        running.stop(signal.SIGINT)
+        kill_tagged(tmp_path)
+
+
+# -- no escape from a task -----------------------------------------------------------------
+
+POLLER = """import sys, time
+while True:
+    with open(sys.argv[1], "a") as fh:
+        fh.write("alive\\n")
+    time.sleep(0.2)
+"""
+
+
+def pollers(marker: str) -> list:
+    import psutil
+
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if marker in " ".join(proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except psutil.Error:
+            continue
+    return out
+
+
+@pytest.mark.parametrize("how", ["setsid", "double-fork"])
+def test_a_poller_that_drops_the_tag_ends_with_its_task(make_server, tmp_path, how):
+    server = make_server(SCOUT_MODES_FILE=write_modes(tmp_path / "modes.toml", OPEN_MODE))
+    (tmp_path / "poller.py").write_text(POLLER)
+    marker = f"poll-{how}-{secrets.token_hex(4)}.txt"
+    start = f"env -u SCOUT_TASK_ID setsid nohup python3 {tmp_path}/poller.py {tmp_path}/{marker} >/dev/null 2>&1"
+    command = f"{start} &" if how == "setsid" else f"( {start} & ) ; echo forked"
+    doc = server.wait(server.chat(f"BASH: {command}", mode="Open", cwd=str(tmp_path)))
+    assert doc["status"] == "completed", doc
+    wait_for(lambda: (tmp_path / marker).exists(), timeout=10, what="the poller ran")
+    wait_for(lambda: not pollers(marker), timeout=10, what="the poller gone with its task")
+    size = (tmp_path / marker).stat().st_size
+    time.sleep(1)
+    assert (tmp_path / marker).stat().st_size == size
+
+
+def test_stop_ends_a_poller_that_drops_the_tag(make_server, tmp_path):
+    server = make_server(SCOUT_MODES_FILE=write_modes(tmp_path / "modes.toml", OPEN_MODE))
+    (tmp_path / "poller.py").write_text(POLLER)
+    marker = f"poll-stop-{secrets.token_hex(4)}.txt"
+    task_id = server.chat(f"BASH: env -u SCOUT_TASK_ID setsid nohup python3 {tmp_path}/poller.py "
+                          f"{tmp_path}/{marker} >/dev/null 2>&1 & python3 -c 'import time; time.sleep(60)'",
+                          mode="Open", cwd=str(tmp_path))
+    wait_for(lambda: pollers(marker), timeout=60, what="the poller started")
+    assert server.post(f"/chat/{task_id}/stop").json()["stopped"] is True
+    assert not pollers(marker)  # gone when the stop answers
+    method = server.get("/health").json()["containment"]["method"]
+    assert method in ("cgroup", "subreaper")
