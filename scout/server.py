@@ -191,7 +191,8 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
         "max_turns": req.get("max_turns", mode.max_turns),
         "max_budget_usd": req.get("max_budget_usd"),
         "stream_deltas": req.get("stream_deltas", True),
-        "webhook_url": check_webhook_url(req["webhook_url"], s.settings.webhook_hosts) if "webhook_url" in req else None,
+        "webhook_url": (check_webhook_url(req["webhook_url"], s.settings.webhook_hosts)
+                        if "webhook_url" in req else None),
         **sandbox_options(mode, s.sandbox, private_dirs(s.settings)),
     }
 

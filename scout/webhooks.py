@@ -3,7 +3,8 @@
 Tasks never wait for a webhook: `WebhookSender.send` only queues. Each delivery is
 signed as Stripe does: HMAC-SHA256, key SCOUT_WEBHOOK_SECRET, over
 ``<X-Scout-Timestamp>.<exact body bytes>`` (`X-Scout-Signature: sha256=<hex>`), so a
-receiver that rejects old timestamps cannot be fed a recorded call again; tried up to `attempts` times, waiting `backoff`,
+receiver that rejects old timestamps cannot be fed a recorded call again; tried up to
+`attempts` times, waiting `backoff`,
 2×`backoff`, 4×`backoff`... between tries, on connection errors, timeouts, 408, 429
 and 5xx answers. Redirects are not followed and proxies are not used: the URL
 checked against SCOUT_WEBHOOK_HOSTS is the one reached.
