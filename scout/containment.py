@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -84,14 +86,40 @@ def probe() -> Containment:
     try:
         os.makedirs(base, exist_ok=True)
         os.mkdir(trial)
-        usable = os.path.exists(os.path.join(trial, "cgroup.kill"))
-        os.rmdir(trial)
     except OSError as exc:
         return Containment("subreaper", reason=f"cannot make a cgroup under {os.path.dirname(base)}: "
                                                f"{exc.strerror or exc}")
-    if not usable:
-        return Containment("subreaper", reason="the kernel's cgroups have no cgroup.kill (Linux < 5.14)")
-    return Containment("cgroup", base=base)
+    try:
+        if not os.path.exists(os.path.join(trial, "cgroup.kill")):
+            return Containment("subreaper", reason="the kernel's cgroups have no cgroup.kill (Linux < 5.14)")
+        problem = _try_moving_into(trial)
+        if problem:
+            return Containment("subreaper", reason=f"cannot move a process into a cgroup under {base}: {problem}")
+        return Containment("cgroup", base=base)
+    finally:
+        remove(trial)
+
+
+def _try_moving_into(path: str) -> str | None:
+    """Move a short-lived child into the cgroup and kill it there: what a leader will do
+    (it fails where the parent has controllers on and processes of its own, for one)."""
+    try:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10)"],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError as exc:
+        return str(exc)
+    try:
+        with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+            fh.write(str(child.pid))
+        kill(path)
+        child.wait(5)
+        return None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return getattr(exc, "strerror", None) or str(exc)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def join(path: str) -> bool:
@@ -143,7 +171,7 @@ def remove(path: str | None, wait: float = 2.0) -> None:
             time.sleep(0.02)
 
 
-def _children_of(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     """Direct children of `pid`, from /proc/<pid>/task/*/children (Linux 3.5+)."""
     out: list[int] = []
     try:
@@ -161,7 +189,7 @@ def _children_of(pid: int) -> list[int]:
 def descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
-        for child in _children_of(todo.pop()):
+        for child in children_of(todo.pop()):
             if child not in found:
                 found.append(child)
                 todo.append(child)
@@ -181,7 +209,7 @@ def kill_descendants(grace: float = 1.0, give_up: float = 10.0) -> None:
         pids = descendants(me)
         if not pids:
             _reap()
-            if not _children_of(me):
+            if not children_of(me):
                 return
         for pid in pids:
             try:

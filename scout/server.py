@@ -470,6 +470,7 @@ def health():
                     "zygote_alive": s.supervisor.zygote_alive()},
         "streams": s.watcher.streams, "max_streams": s.settings.max_streams,
         "sandbox": s.sandbox.to_dict(),
+        "containment": s.supervisor.containment.to_dict(),
     }, 200 if db["ok"] else 503
 
 

@@ -42,6 +42,7 @@ from typing import Any, Callable
 import psutil
 import setproctitle
 
+from . import containment
 from .config import Settings
 from .vault import SECRET_NAMES
 from .store import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, Store, StoreError, Task
@@ -118,6 +119,8 @@ def _lead(spec: dict[str, Any]) -> None:
     code = 1
     try:
         os.setsid()
+        if spec.get("cgroup"):
+            containment.join(spec["cgroup"])  # before anything is forked: all of the task is born in it
         _lower_priority(spec.get("nice", 10))
         _set_subreaper()
         signal.set_wakeup_fd(-1)
@@ -147,6 +150,9 @@ def _lead(spec: dict[str, Any]) -> None:
                 if code >= 128:
                     print(f"scout: worker killed by signal {code - 128}", file=sys.stderr, flush=True)
                 break
+        # Nothing the task started outlives it: whatever is left below us (a poller that
+        # dropped the tag, called setsid, double-forked) was re-parented to us, the subreaper.
+        containment.kill_descendants(grace=1.0)
     finally:
         os._exit(code)
 
@@ -189,7 +195,7 @@ def zygote_main() -> None:
     buf = b""
     serving = True
     while serving or leaders:
-        for key, _ in sel.select(timeout=None if serving else 1.0):
+        for key, _ in sel.select(timeout=1.0):  # also a tick to look for orphans (below)
             if key.fd == wake_r:
                 os.read(wake_r, 4096)
                 continue
@@ -217,6 +223,12 @@ def zygote_main() -> None:
                     started = None
                 serving = _report(out, {"event": "spawned", "task_id": spec["task_id"], "pid": pid,
                                         "started": started}) and serving
+        for pid in containment.children_of(os.getpid()):
+            if pid not in leaders:  # an orphan of a leader that died before it could sweep
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         while True:  # reap every child that has exited: leaders, and orphans passed to us
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -309,12 +321,15 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def kill_tree(task_id: str, root_pid: int | None, grace: float, root_started: float | None = None) -> int:
+def kill_tree(task_id: str, root_pid: int | None, grace: float, root_started: float | None = None,
+              cgroup: str | None = None) -> int:
     """SIGTERM every process of the task, SIGKILL what is left after `grace`; returns how many.
 
     Sweeps again until a sweep finds nothing, so processes forked meanwhile are caught too.
     `root_started` (the leader's start time as the zygote reported it) lets a leader that
-    has not yet set its title be found.
+    has not yet set its title be found. The first sweep's processes (the leader's whole
+    tree, tagged or not) get the SIGKILL too, and so does the task's cgroup, if it has one
+    (scout/containment.py): a process that dropped the tag is still killed.
     """
     procs = task_processes(task_id, root_pid, root_started)
     total = len(procs)
@@ -324,6 +339,9 @@ def kill_tree(task_id: str, root_pid: int | None, grace: float, root_started: fl
     while procs and time.monotonic() < deadline:
         time.sleep(0.05)
         procs = [p for p in procs if _alive(p)]
+    containment.kill(cgroup)
+    for proc in procs:
+        _signal(proc, signal.SIGKILL)
     for _ in range(50):
         procs = task_processes(task_id, root_pid, root_started)
         if not procs:
@@ -372,6 +390,7 @@ class Supervisor:
         self._zygote_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.last_error: str | None = None
+        self.containment = containment.probe()  # a cgroup per task where one can be made
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -423,7 +442,7 @@ class Supervisor:
         for task in self.store.tasks_in(ACTIVE):
             if identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
-                    kill_tree(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
+                    self._kill(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
                     self.store.transition(task.id, CANCELLED, ACTIVE)
                     summary["cancelled"] += 1
                     continue
@@ -433,7 +452,7 @@ class Supervisor:
                     self._workers[task.id] = proc
                 summary["adopted"] += 1
                 continue
-            kill_tree(task.id, None, self.settings.stop_grace)
+            self._kill(task.id, None, self.settings.stop_grace)
             if task.worker_pid is None and not task.stop_requested:
                 self.store.requeue(task.id)
                 summary["requeued"] += 1
@@ -487,12 +506,18 @@ class Supervisor:
                 pid = proc.spawned.result(timeout=10)
             except Exception:  # noqa: BLE001 - spawning failed; nothing of it can be running
                 pid = None
-        kill_tree(task_id, pid, self.settings.stop_grace, proc.started if proc is not None else None)
+        self._kill(task_id, pid, self.settings.stop_grace, proc.started if proc is not None else None)
         self.store.transition(task_id, CANCELLED, ACTIVE)
         self._forget(task_id)
         self.on_change(task_id)
         final = self.store.get_task(task_id)
         return final.status if final else CANCELLED
+
+    def _kill(self, task_id: str, pid: int | None, grace: float, started: float | None = None) -> None:
+        """kill_tree with the task's cgroup, which then goes (it is empty by then)."""
+        cgroup = self.containment.task_cgroup(task_id)
+        kill_tree(task_id, pid, grace, started, cgroup=cgroup)
+        containment.remove(cgroup)
 
     def stop_in_background(self, task_ids: list[str]) -> None:
         """Stop tasks one after another without making the caller wait."""
@@ -558,6 +583,7 @@ class Supervisor:
                 "approval_timeout": self.settings.approval_timeout,
                 "log_path": self.log_path(task.id),
                 "allowed_roots": self.settings.allowed_roots,  # cwd is checked again where it is used
+                "cgroup": self.containment.task_cgroup(task.id),
                 "max_events_per_task": self.settings.max_events_per_task or None}
         try:
             self._send_to_zygote(spec)
@@ -621,7 +647,7 @@ class Supervisor:
             if proc.state == STOPPING:
                 return
             proc.state = STOPPING
-        kill_tree(proc.task_id, proc.pid, self.settings.stop_grace, proc.started)
+        self._kill(proc.task_id, proc.pid, self.settings.stop_grace, proc.started)
         self.store.transition(proc.task_id, FAILED, ACTIVE, error=reason)
         self._forget(proc.task_id)
         self.on_change(proc.task_id)
@@ -687,7 +713,7 @@ class Supervisor:
         except StoreError as exc:
             self.last_error = str(exc)
             log.error("cannot settle the end of task %s: %s", proc.task_id, exc)
-            kill_tree(proc.task_id, None, 0.2)
+            self._kill(proc.task_id, None, 0.2)
             self._forget(proc.task_id)
 
     def _settle_exit(self, proc: WorkerProc, code: int | None) -> None:
@@ -704,7 +730,7 @@ class Supervisor:
                 self.store.transition(task.id, FAILED, ACTIVE, error=self._exit_reason(task, code))
         # Whatever the worker left behind (a CLI whose worker died, background tool
         # processes) goes now; with the worker gone there is nobody to be gentle for.
-        kill_tree(proc.task_id, None, 0.2)
+        self._kill(proc.task_id, None, 0.2)
         self._forget(proc.task_id)
         self.on_change(proc.task_id)
 
