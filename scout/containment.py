@@ -20,9 +20,9 @@ kill, remove) and the leader (join, kill_descendants); nothing here keeps state.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -104,7 +104,7 @@ def _try_moving_into(path: str) -> str | None:
     """Move a short-lived child into the cgroup and kill it there: what a leader will do
     (it fails where the parent has controllers on and processes of its own, for one)."""
     try:
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10)"],
+        child = subprocess.Popen([shutil.which("sleep") or "/bin/sleep", "10"],
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError as exc:
         return str(exc)
