@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import requests
 
 from . import vault
-from .supervisor import install_shutdown_handlers, make_undumpable, spawn_server, stop_servers
+from .serverproc import install_shutdown_handlers, make_undumpable, spawn_server, stop_servers
 
 if TYPE_CHECKING:
     import subprocess

@@ -14,16 +14,18 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from claude_agent_sdk import (
-    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, PermissionResultAllow, PermissionResultDeny,
-    ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
+    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, PermissionResult, PermissionResultAllow,
+    PermissionResultDeny, ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
 from . import sandbox
-from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Store, Task
+from .store import Store, Task
+from .taskspec import WorkerSpec
+from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
 from .validate import ApiError, check_cwd
 
 APPROVAL_POLL_SECONDS = 0.1
@@ -32,21 +34,21 @@ APPROVAL_POLL_SECONDS = 0.1
 warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 
-def run(spec: dict[str, Any]) -> int:
-    """Run the task named in spec ({"task_id", "db", "claude_path", "approval_timeout"})."""
-    store = Store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"))
-    store.max_events_per_task = spec.get("max_events_per_task")  # past it: EventCapError, the task fails
-    task = store.get_task(spec["task_id"])
+def run(spec: WorkerSpec) -> int:
+    """Run the task the spec names; returns the process's exit code."""
+    store = Store(spec.db, migrate=False, max_bytes=spec.db_max_bytes)
+    store.max_events_per_task = spec.max_events_per_task  # past it: EventCapError, the task fails
+    task = store.get_task(spec.task_id)
     if task is None or task.status not in ACTIVE or task.stop_requested:
         return 0  # stopped before it began: a stop's sweep may have come before our title
     private_tmp = tempfile.mkdtemp(prefix=f"scout-task-{task.id[:8]}-")  # the task's own, 0700
     try:
         check_where(task, spec)
-        asyncio.run(_drive(store, task, {**spec, "private_tmp": private_tmp}))
+        asyncio.run(_drive(store, task, spec, private_tmp))
         return 0
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        store.transition(task.id, FAILED, ACTIVE, error=_describe(exc), unless_stop_requested=True)
+        store.transition(task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
         shutil.rmtree(private_tmp, ignore_errors=True)
@@ -57,13 +59,13 @@ class CannotRun(Exception):
     """The task may not start as it is: its cwd left the roots, or its mode's sandbox is missing."""
 
 
-def check_where(task: Task, spec: dict[str, Any]) -> None:
+def check_where(task: Task, spec: WorkerSpec) -> None:
     """Checks made again just before Claude Code starts, since things change while a task
     waits in the queue: its cwd (a directory swapped for a symlink to elsewhere, roots
     narrowed by a restart) must still resolve inside the roots, to the path it resolved to
     when the task was created; and a mode with sandbox = "required" must have one."""
     cwd = task.options.get("cwd")
-    roots = spec.get("allowed_roots")
+    roots = spec.allowed_roots
     if cwd and roots is not None:
         try:
             real = check_cwd(cwd, roots)
@@ -81,7 +83,8 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgentOptions:
+def build_options(store: Store, task: Task, spec: WorkerSpec,
+                  private_tmp: str | None = None) -> ClaudeAgentOptions:
     """Translate a task's resolved options (mode, overrides, session) into the SDK's."""
     opts = task.options
     session = store.get_session(task.session_id)
@@ -106,15 +109,15 @@ def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgent
         max_turns=opts.get("max_turns"),
         max_budget_usd=opts.get("max_budget_usd"),
         include_partial_messages=bool(opts.get("stream_deltas", True)),
-        cli_path=spec.get("claude_path"),
+        cli_path=spec.claude_path,
         can_use_tool=_approver(store, task, spec),
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
-        env={"CLAUDE_CODE_TMPDIR": spec["private_tmp"]} if spec.get("private_tmp") else {},
+        env={"CLAUDE_CODE_TMPDIR": private_tmp} if private_tmp else {},
         **extra,
     )
 
 
-def _approver(store: Store, task: Task, spec: dict[str, Any]):
+def _approver(store: Store, task: Task, spec: WorkerSpec) -> Callable[..., Awaitable[PermissionResult]]:
     """The can_use_tool callback: ask a person over HTTP for the mode's approval tools.
 
     Claude Code calls it only for tool uses its permission mode and allowed_tools do
@@ -122,12 +125,12 @@ def _approver(store: Store, task: Task, spec: dict[str, Any]):
     POST /chat/{id}/approve (no answer in time means deny); anything else is denied.
     """
     needs_person = set(task.options.get("approval_tools") or [])
-    timeout = float(spec.get("approval_timeout", 300.0))
+    timeout = float(spec.approval_timeout)
 
     async def can_use_tool(tool: str, tool_input: dict[str, Any],
                            context: ToolPermissionContext) -> PermissionResultAllow | PermissionResultDeny:
         if tool not in needs_person and "*" not in needs_person:
-            store.append_event(task.id, "permission_denied", {"tool": tool, "input": tool_input,
+            store.append_event(task.id, EventType.PERMISSION_DENIED, {"tool": tool, "input": tool_input,
                                                               "reason": "not allowed in this mode"})
             return PermissionResultDeny(message=f"{tool} is not allowed in mode {task.options.get('mode')}")
         tool_use_id = context.tool_use_id or f"{tool}-{time.time()}"
@@ -145,9 +148,9 @@ def _approver(store: Store, task: Task, spec: dict[str, Any]):
             store.decide_approval(task.id, "deny", "no answer in time", tool_use_id)
             answer = ("deny", "no answer in time")
         decision, reason = answer
-        store.append_event(task.id, "approval", {"tool_use_id": tool_use_id, "decision": decision,
+        store.append_event(task.id, EventType.APPROVAL, {"tool_use_id": tool_use_id, "decision": decision,
                                                  "reason": reason})
-        store.transition(task.id, RUNNING, (WAITING,), unless_stop_requested=True, started_at=task.started_at)
+        store.transition(task.id, RUNNING, only_from=(WAITING,), unless_stop_requested=True, started_at=task.started_at)
         if decision == "allow":
             return PermissionResultAllow(updated_input=tool_input)
         return PermissionResultDeny(message=reason or "denied by a person")
@@ -160,8 +163,8 @@ async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
     yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
 
 
-async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
-    options = build_options(store, task, spec)
+async def _drive(store: Store, task: Task, spec: WorkerSpec, private_tmp: str | None = None) -> None:
+    options = build_options(store, task, spec, private_tmp)
     finished = False
     async for message in query(prompt=_prompt(task.message), options=options):
         if isinstance(message, ResultMessage):
@@ -170,7 +173,7 @@ async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
         else:
             for type_, payload in translate(message):
                 store.append_event(task.id, type_, payload)
-                if type_ == "system" and payload.get("subtype") == "init" and payload.get("session_id"):
+                if type_ == EventType.SYSTEM and payload.get("subtype") == "init" and payload.get("session_id"):
                     store.set_claude_session(task.session_id, payload["session_id"], task.options.get("cwd"))
     if not finished:
         raise RuntimeError("Claude Code ended without a result: its output held no answer "
@@ -178,7 +181,7 @@ async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
 
 
 def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
-    summary = {
+    summary: dict[str, Any] = {
         "text": msg.result, "subtype": msg.subtype, "is_error": msg.is_error,
         "duration_ms": msg.duration_ms, "num_turns": msg.num_turns,
         "total_cost_usd": msg.total_cost_usd, "usage": msg.usage,
@@ -188,14 +191,14 @@ def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
         summary["api_error_status"] = msg.api_error_status
     if msg.errors:
         summary["errors"] = list(msg.errors)
-    store.append_event(task.id, "result", summary)
+    store.append_event(task.id, EventType.RESULT, summary)
     if msg.session_id:
         store.set_claude_session(task.session_id, msg.session_id, task.options.get("cwd"))
     if msg.is_error:
-        store.transition(task.id, FAILED, ACTIVE, error=result_error(msg), result=summary,
+        store.transition(task.id, FAILED, error=result_error(msg), result=summary,
                          unless_stop_requested=True)
     else:
-        store.transition(task.id, COMPLETED, ACTIVE, result=summary, unless_stop_requested=True)
+        store.transition(task.id, COMPLETED, result=summary, unless_stop_requested=True)
 
 
 def result_error(msg: ResultMessage) -> str:
@@ -231,31 +234,31 @@ def _tool_result_text(content: Any) -> str:
     return "\n".join(out)
 
 
-def translate(message: Any) -> list[tuple[str, dict[str, Any]]]:
+def translate(message: Any) -> list[tuple[EventType, dict[str, Any]]]:
     """One SDK message as event-log entries (type, payload); see the README's event schema."""
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[tuple[EventType, dict[str, Any]]] = []
     if isinstance(message, StreamEvent):
         ev = message.event
         if ev.get("type") == "content_block_delta" and ev.get("delta", {}).get("type") == "text_delta":
-            events.append(("text_delta", {"text": ev["delta"].get("text", ""),
+            events.append((EventType.TEXT_DELTA, {"text": ev["delta"].get("text", ""),
                                           "parent_tool_use_id": message.parent_tool_use_id}))
     elif isinstance(message, AssistantMessage):
         for block in message.content:
             if isinstance(block, TextBlock):
-                events.append(("assistant", {"text": block.text,
+                events.append((EventType.ASSISTANT, {"text": block.text,
                                              "parent_tool_use_id": message.parent_tool_use_id}))
             elif isinstance(block, ToolUseBlock):
-                events.append(("tool_use", {"id": block.id, "name": block.name, "input": block.input,
+                events.append((EventType.TOOL_USE, {"id": block.id, "name": block.name, "input": block.input,
                                             "parent_tool_use_id": message.parent_tool_use_id}))
             elif isinstance(block, ThinkingBlock):
-                events.append(("thinking", {"text": block.thinking}))
+                events.append((EventType.THINKING, {"text": block.thinking}))
         if message.error:
-            events.append(("error", {"message": str(message.error), "source": "assistant"}))
+            events.append((EventType.ERROR, {"message": str(message.error), "source": "assistant"}))
     elif isinstance(message, UserMessage):
         if isinstance(message.content, list):
             for block in message.content:
                 if isinstance(block, ToolResultBlock):
-                    events.append(("tool_result", {"tool_use_id": block.tool_use_id,
+                    events.append((EventType.TOOL_RESULT, {"tool_use_id": block.tool_use_id,
                                                    "content": _tool_result_text(block.content),
                                                    "is_error": bool(block.is_error)}))
     elif isinstance(message, SystemMessage):
@@ -265,7 +268,7 @@ def translate(message: Any) -> list[tuple[str, dict[str, Any]]]:
             for key in ("session_id", "model", "cwd", "permissionMode", "tools", "claude_code_version"):
                 if key in data:
                     payload[key] = data[key]
-        events.append(("system", payload))
+        events.append((EventType.SYSTEM, payload))
     return events
 
 
@@ -279,8 +282,7 @@ def main() -> None:
     parser.add_argument("task_id")
     args = parser.parse_args()
     settings = Settings.from_env()
-    sys.exit(run({"task_id": args.task_id, "db": settings.db, "claude_path": settings.claude_path,
-                  "approval_timeout": settings.approval_timeout}))
+    sys.exit(run(WorkerSpec.from_settings(args.task_id, settings)))
 
 
 if __name__ == "__main__":
