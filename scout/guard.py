@@ -50,16 +50,14 @@ def is_loopback(host: str) -> bool:
 
 
 def _machine_names() -> set[str]:
-    """This machine's host names and addresses: what a client uses to reach a wildcard bind."""
+    """This machine's host names and the addresses they resolve to: what a client uses to
+    reach a wildcard bind (other names: SCOUT_ALLOWED_HOSTS)."""
     names = {socket.gethostname().lower(), socket.getfqdn().lower()}
-    try:
-        import psutil
-
-        for addrs in psutil.net_if_addrs().values():
-            names.update(a.address.split("%")[0].lower() for a in addrs
-                         if a.family in (socket.AF_INET, socket.AF_INET6))
-    except Exception:  # noqa: BLE001 - best effort; SCOUT_ALLOWED_HOSTS covers the rest
-        pass
+    for name in list(names):
+        try:
+            names.update(str(i[4][0]).split("%")[0].lower() for i in socket.getaddrinfo(name, None))
+        except (OSError, UnicodeError):
+            continue
     return names
 
 
