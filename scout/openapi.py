@@ -270,6 +270,8 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "streams": {"type": "integer", "description": "open SSE streams"},
             "max_streams": {"type": "integer", "description": "SCOUT_MAX_STREAMS"},
             "sandbox": _obj({"available": BOOL, "error": STR}, required=["available"]),
+            "containment": _obj({"method": {"type": "string", "enum": ["cgroup", "subreaper"]},
+                                 "cgroup": STR, "reason": STR}, required=["method"]),
         }),
     }
 
