@@ -47,6 +47,14 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default)."""
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 def _list(env: dict[str, str], name: str, default: list[str], sep: str = ",") -> list[str]:
     raw = env.get(name)
     if raw is None:
@@ -81,6 +89,7 @@ class Settings:
     worker_env_pass: list[str] = field(default_factory=list)
     db_max_bytes: int | None = None
     task_nice: int = 10
+    containment: str = "auto"
     sse_keepalive: float = 15.0
     # Operations (see docs/api-brief.md, "Operations").
     retention_days: float = 30.0
@@ -123,6 +132,7 @@ class Settings:
             worker_env_pass=_list(env, "SCOUT_WORKER_ENV", []),
             db_max_bytes=_int(env, "SCOUT_DB_MAX_MB", 0) * 1024 * 1024 or None,
             task_nice=_int(env, "SCOUT_TASK_NICE", 10),
+            containment=_choice(env, "SCOUT_CONTAINMENT", ("auto", "subreaper")),
             sse_keepalive=_float(env, "SCOUT_SSE_KEEPALIVE", 15.0),
             **_ops_settings(env),
         )

@@ -131,7 +131,9 @@ class Supervisor:
         self._zygote_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.last_error: str | None = None
-        self.containment = containment.probe()  # a cgroup per task where one can be made
+        # A cgroup per task where one can be made (SCOUT_CONTAINMENT=subreaper: never).
+        self.containment = (containment.probe() if settings.containment == "auto"
+                            else containment.Containment("subreaper", reason="SCOUT_CONTAINMENT=subreaper"))
 
     # -- life cycle -----------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from conftest import free_port, wait_for
 from stack import kill_tagged, launch, stack_env
 
 from scout.config import ConfigError, Settings
+from scout.containment import probe as probe_containment
 from scout.sandbox import probe
 from scout.server import check_bind
 
@@ -367,9 +368,13 @@ def pollers(marker: str) -> list:
     return out
 
 
-@pytest.mark.parametrize("how", ["setsid", "double-fork"])
-def test_a_poller_that_drops_the_tag_ends_with_its_task(make_server, tmp_path, how):
-    server = make_server(SCOUT_MODES_FILE=write_modes(tmp_path / "modes.toml", OPEN_MODE))
+@pytest.mark.parametrize("how,method", [("setsid", "auto"), ("double-fork", "auto"),
+                                        ("setsid", "subreaper"), ("double-fork", "subreaper")])
+def test_a_poller_that_drops_the_tag_ends_with_its_task(make_server, tmp_path, how, method):
+    server = make_server(SCOUT_MODES_FILE=write_modes(tmp_path / "modes.toml", OPEN_MODE),
+                         SCOUT_CONTAINMENT=method)
+    if method == "subreaper":
+        assert server.get("/health").json()["containment"]["method"] == "subreaper"
     (tmp_path / "poller.py").write_text(POLLER)
     marker = f"poll-{how}-{secrets.token_hex(4)}.txt"
     start = f"env -u SCOUT_TASK_ID setsid nohup python3 {tmp_path}/poller.py {tmp_path}/{marker} >/dev/null 2>&1"
@@ -383,8 +388,10 @@ def test_a_poller_that_drops_the_tag_ends_with_its_task(make_server, tmp_path, h
     assert (tmp_path / marker).stat().st_size == size
 
 
-def test_stop_ends_a_poller_that_drops_the_tag(make_server, tmp_path):
-    server = make_server(SCOUT_MODES_FILE=write_modes(tmp_path / "modes.toml", OPEN_MODE))
+@pytest.mark.parametrize("method", ["auto", "subreaper"])
+def test_stop_ends_a_poller_that_drops_the_tag(make_server, tmp_path, method):
+    server = make_server(SCOUT_MODES_FILE=write_modes(tmp_path / "modes.toml", OPEN_MODE),
+                         SCOUT_CONTAINMENT=method)
     (tmp_path / "poller.py").write_text(POLLER)
     marker = f"poll-stop-{secrets.token_hex(4)}.txt"
     task_id = server.chat(f"BASH: env -u SCOUT_TASK_ID setsid nohup python3 {tmp_path}/poller.py "
@@ -393,5 +400,5 @@ def test_stop_ends_a_poller_that_drops_the_tag(make_server, tmp_path):
     wait_for(lambda: pollers(marker), timeout=60, what="the poller started")
     assert server.post(f"/chat/{task_id}/stop").json()["stopped"] is True
     assert not pollers(marker)  # gone when the stop answers
-    method = server.get("/health").json()["containment"]["method"]
-    assert method in ("cgroup", "subreaper")
+    in_use = server.get("/health").json()["containment"]["method"]
+    assert in_use == ("subreaper" if method == "subreaper" else probe_containment().method)
