@@ -252,6 +252,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "sandbox": {"type": "string", "enum": list(SANDBOX_CHOICES)},
             "sandbox_writes": {"type": "string", "enum": list(WRITE_CHOICES)},
             "allowed_domains": {"type": "array", "items": STR},
+            "mcp_servers": {"type": "array", "items": STR,
+                            "description": "Names of the MCP servers the mode gives Claude Code (its tools are "
+                                           "mcp__NAME__TOOL); their commands, URLs and secrets are not shown."},
         }),
         "PruneRequest": {"type": "object", "additionalProperties": False, "properties": {
             "older_than_days": _nullable({"type": "number", "minimum": 0, "maximum": 1e6})}},
