@@ -73,7 +73,7 @@ class Settings:
     max_pending: int = 1000
     claude_path: str | None = None
     threads: int = 32
-    max_streams: int = 500
+    max_streams: int = 200
     allowed_hosts: list[str] = field(default_factory=list)
     task_timeout: float = 3600.0
     idle_timeout: float = 900.0
@@ -116,7 +116,7 @@ class Settings:
             max_pending=_int(env, "SCOUT_MAX_PENDING", 1000, low=1),
             claude_path=env.get("SCOUT_CLAUDE_PATH") or bundled_claude_path(),
             threads=_int(env, "SCOUT_THREADS", 32, low=4),
-            max_streams=_int(env, "SCOUT_MAX_STREAMS", 500, low=1),
+            max_streams=_int(env, "SCOUT_MAX_STREAMS", 200, low=1),
             allowed_hosts=_list(env, "SCOUT_ALLOWED_HOSTS", []),
             task_timeout=_float(env, "SCOUT_TASK_TIMEOUT", 3600.0),
             idle_timeout=_float(env, "SCOUT_IDLE_TIMEOUT", 900.0),
