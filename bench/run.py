@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "memory": ("bench.memory", "per-task leader+worker memory vs the CLI; server RSS under load"),
     "streams": ("bench.streams", "/health latency with 1,000 SSE streams open; the cap; gone clients freed"),
     "history": ("bench.history", "TTFB of status/stream for 10,000 events; GET /tasks over 100,000 tasks"),
+    "idle": ("bench.idle", "idle CPU of the web UI (no browser) and of the API server"),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,6 +1,7 @@
 """`scout`: the command line for a Scout server.
 
     scout ask "why does the build fail?" --cwd .     start a task and follow it live
+                                                     (on a terminal, approvals are asked inline)
     scout tasks / show ID / tail ID / stop ID        look at and control tasks
     scout serve / ui / up                            run the API, the web UI, or both
     scout mcp                                        serve Scout's tools to an MCP client (stdio)
@@ -25,6 +26,7 @@ import importlib
 import json
 import os
 import re
+import select
 import shutil
 import sys
 import threading
@@ -424,11 +426,45 @@ def _ask_stop(out: Out, client: ScoutClient, task_id: str) -> None:
         out.line(out.style(res["message"], "dim"))
 
 
+def _ask_approval(out: Out, client: ScoutClient, task_id: str, request: dict[str, Any]) -> None:
+    """An approval request seen live on a terminal: ask it here (`Allow Bash: env? [y/N]`) and
+    send the answer. Enter, n or end of input deny. The question is dropped if the task stops
+    waiting meanwhile (answered in the UI or with `scout approve`, timed out, stopped)."""
+    from .client import ScoutAPIError
+    name = str(request.get("tool") or "tool")
+    summary = tool_summary(name, request.get("input"), width=max(20, out.width - len(name) - 20))
+    sys.stderr.write(f"Allow {name}{': ' + summary if summary else ''}? [y/N] ")
+    sys.stderr.flush()
+    answer = _read_line_while(lambda: client.status(task_id, events=False).get("status") == "waiting")
+    if answer is None:
+        sys.stderr.write("\n")
+        out.line(out.style("  (no longer waiting: answered elsewhere, timed out or stopped)", "dim"))
+        return
+    decision = "allow" if answer.strip().lower() in ("y", "yes") else "deny"
+    try:
+        client.approve(task_id, decision, tool_use_id=request.get("tool_use_id"))
+    except ScoutAPIError as exc:  # answered elsewhere first, or the task ended: say so, follow on
+        out.line(out.style(f"  {exc.message}", "dim"))
+
+
+def _read_line_while(still_open: Callable[[], bool], poll: float = 1.0) -> str | None:
+    """A line from the terminal ("" at end of input), or None once still_open() is false."""
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], poll)
+        if ready:
+            return sys.stdin.readline()
+        if not still_open():
+            return None
+
+
 def follow_task(client: ScoutClient, task_id: str, out: Out, *, render: bool = True, after: int = 0,
-                on_interrupt: Callable[[], None] | None = None, spinner_label: str = "waiting") -> str:
-    """Follow a task's stream until its end; returns the final status from the `end` event."""
+                on_interrupt: Callable[[], None] | None = None, spinner_label: str = "waiting",
+                on_approval: Callable[[dict[str, Any]], None] | None = None) -> str:
+    """Follow a task's stream until its end; returns the final status from the `end` event.
+    on_approval(payload) is called for each approval request as it arrives (to ask it inline)."""
     spinner = Spinner(out, spinner_label).start() if render else None
-    renderer = EventRenderer(out, task_id, spinner)
+    # Asked inline, an approval needs no "answer with: scout approve" hint.
+    renderer = EventRenderer(out, task_id, spinner, live=on_approval is None)
     renderer.last_seq = after
     try:
         while True:
@@ -441,6 +477,13 @@ def follow_task(client: ScoutClient, task_id: str, out: Out, *, render: bool = T
                         renderer.handle(ev.data)
                     elif ev.seq is not None:
                         renderer.last_seq = ev.seq
+                    if on_approval and ev.data.get("type") == "approval_request":
+                        if spinner:
+                            spinner.paused = True
+                            out.clear_spinner()
+                        on_approval(ev.data.get("payload") or {})
+                        if spinner:
+                            spinner.paused = False
                 raise CliError(f"the event stream of task {task_id} ended without an end event")
             except KeyboardInterrupt:
                 if on_interrupt is None:
@@ -494,9 +537,13 @@ def cmd_ask(client: ScoutClient, args: argparse.Namespace) -> int:
     if not args.json:
         out.line(out.style(f"▶ task {task_id} · session {started.get('session_id')}", "dim"))
     try:
+        # On a terminal, approvals are asked right here; elsewhere (a pipe, a script) the task
+        # waits for `scout approve`, the UI or the API, as the printed hint says.
+        inline = not args.json and out.tty and _isatty(sys.stdin)
         status = follow_task(client, task_id, out, render=not args.json,
                              on_interrupt=lambda: _ask_stop(out, client, task_id),
-                             spinner_label="queued" if started.get("status") == PENDING else "waiting")
+                             spinner_label="queued" if started.get("status") == PENDING else "waiting",
+                             on_approval=(lambda req: _ask_approval(out, client, task_id, req)) if inline else None)
     except Detach:
         out.newline()
         sys.stderr.write(f"scout: detached; task {task_id} keeps running "
@@ -782,7 +829,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=text + f"; arguments go to {module} (scout {name} --help)",
                        add_help=False)
 
-    p = add("ask", "start a task and follow it live until it finishes")
+    p = add("ask", "start a task and follow it live until it finishes",
+            epilog="In a mode with approvals, a terminal is asked each request inline "
+                   "(Allow Bash: ls? [y/N]); without one (a pipe, a script) the task waits for "
+                   "`scout approve ID` (or the web UI, or the API).")
     p.add_argument("message", nargs="?", help="what to ask (- reads it from stdin)")
     p.add_argument("--session", metavar="ID", help="continue this session (conversation)")
     p.add_argument("--mode", metavar="M", help="mode to run in (see `scout modes`)")

@@ -8,7 +8,8 @@ Built-in modes can be overridden, and new ones added, from a TOML file
     prompt = "Review the code you are shown."
     allowed_tools = ["Read", "Grep", "Glob"]
     disallowed_tools = ["Bash"]
-    approval_tools = ["Write"]      # asked of a person over HTTP
+    approval_tools = ["Write"]      # asked of a person over HTTP, on every use
+    auto_approve_read_only = false  # true: Claude Code's read-only Bash commands are not asked
     permission_mode = "default"     # default | acceptEdits | plan | bypassPermissions | dontAsk
     model = "claude-sonnet-4-5"
     max_turns = 20
@@ -75,6 +76,9 @@ class Mode:
     allowed_tools: list[str] = field(default_factory=list)
     disallowed_tools: list[str] = field(default_factory=list)
     approval_tools: list[str] = field(default_factory=list)
+    # False: every use of an approval tool is asked of a person, even a Bash command Claude
+    # Code takes for read-only (`ls`), which it would otherwise approve on its own.
+    auto_approve_read_only: bool = False
     permission_mode: str = "default"
     model: str | None = None
     max_turns: int | None = None
@@ -157,6 +161,8 @@ def load_modes(path: str | None = None) -> dict[str, Mode]:
         if "mcp_servers" in table:
             base["mcp_servers"] = parse_mcp_servers(name, table["mcp_servers"])
         mode = Mode(**base)
+        if not isinstance(mode.auto_approve_read_only, bool):
+            raise ModeError(f"mode {name!r}: auto_approve_read_only must be true or false")
         if mode.permission_mode not in PERMISSION_MODES:
             raise ModeError(f"mode {name!r}: permission_mode must be one of {', '.join(PERMISSION_MODES)}")
         if mode.sandbox not in SANDBOX_CHOICES:

@@ -218,7 +218,8 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
         },
         "ApprovalResult": _obj({"task_id": TASK_ID, "tool_use_id": STR,
                                 "decision": {"type": "string", "enum": ["allow", "deny"]}}),
-        "TaskDeleted": _obj({"task_id": TASK_ID, "deleted": {"const": True}}),
+        "TaskDeleted": _obj({"task_id": TASK_ID, "deleted": {"const": True}, "session_deleted": {
+            **BOOL, "description": "the task was its session's last: the session is gone too"}}),
         "SessionSummary": _obj({
             "session_id": STR, "cwd": STR_OR_NULL, "task_count": INT,
             "first_message": {**STR_OR_NULL, "description": "the first task's message: the session's title"},
@@ -247,6 +248,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "allowed_tools": {"type": "array", "items": STR},
             "disallowed_tools": {"type": "array", "items": STR},
             "approval_tools": {"type": "array", "items": STR},
+            "auto_approve_read_only": BOOL,
             "permission_mode": {"type": "string", "enum": list(PERMISSION_MODES)},
             "model": STR_OR_NULL, "max_turns": INT_OR_NULL,
             "sandbox": {"type": "string", "enum": list(SANDBOX_CHOICES)},

@@ -89,6 +89,7 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
                                          req.get("disallowed_tools", mode.disallowed_tools)),
         "disallowed_tools": req.get("disallowed_tools", mode.disallowed_tools),
         "approval_tools": mode.approval_tools,
+        "auto_approve_read_only": mode.auto_approve_read_only,
         "mcp_servers": mode.sdk_mcp_servers(),  # the operator's modes file only: never from a request
         "model": req.get("model", mode.model),
         "max_turns": req.get("max_turns", mode.max_turns),
@@ -285,9 +286,10 @@ def delete_task(task_id: str):
     s = scout()
     if not task.finished:
         s.supervisor.stop(task.id)
-    s.store.delete_task(task.id)
+    s.store.delete_task(task.id)  # and its session, if this was the session's last task
     s.watcher.touch(task.id)
-    return {"task_id": task.id, "deleted": True}
+    return {"task_id": task.id, "deleted": True,
+            "session_deleted": s.store.get_session(task.session_id) is None}
 
 
 @api.get("/sessions")

@@ -242,7 +242,8 @@ class EventLog(Protocol):
     def requeue(self, task_id: str) -> bool:
         """Put an active task that never really started back to pending, forgetting its worker."""
     def delete_task(self, task_id: str) -> bool:
-        """Delete a task with its events and approvals; whether it existed."""
+        """Delete a task with its events and approvals, and its session if no task is left in
+        it (one transaction); whether the task existed."""
 
     # -- events
     def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
@@ -662,10 +663,19 @@ class Store(EventLog):
                                started_at=None, worker_pid=None, worker_started=None)
 
     def delete_task(self, task_id: str) -> bool:
+        """Delete a task with its events and approvals, and its session if this was the
+        session's last task (a conversation with nothing in it is no conversation, as
+        retention also judges); whether the task existed."""
         def fn(conn):
+            row = conn.execute("SELECT session_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                return False
             conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
-            return conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount > 0
+            conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            conn.execute("DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = ?)",
+                         (row["session_id"], row["session_id"]))
+            return True
         return self._write(fn)
 
     # -- events ------------------------------------------------------------------

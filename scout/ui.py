@@ -33,6 +33,7 @@ import gradio as gr  # noqa: E402
 
 from .client import ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
 from . import vault  # noqa: E402
+from .gradio_idle import quiet_when_idle  # noqa: E402
 from .guard import HostRules, LoginThrottle, is_loopback  # noqa: E402
 from .serverproc import interrupt_on_sigterm, make_undumpable  # noqa: E402
 from .reducer import Approval, Denied, Part, TaskFold, Text, Thinking, Tool  # noqa: E402
@@ -164,8 +165,17 @@ class TaskView:
         self.fold.apply(kind, payload, seq, when)
 
     def _items(self) -> list[dict[str, Any]]:
-        """The task's parts as chat messages: text as text, everything else as a step."""
-        items = [self._item(part) for part in self.fold.parts]
+        """The task's parts as chat messages: text as text, everything else as a step.
+
+        An approval is shown once: while it waits, as the card at the end (footer), which
+        stands in for its tool's step; once answered, as a note on that step."""
+        parts = self.fold.parts
+        answers = {p.tool_use_id: p for p in parts if isinstance(p, Approval)}
+        tool_ids = {p.id for p in parts if isinstance(p, Tool)}
+        asking = {a.tool_use_id for a in self.fold.asking}
+        items = [self._item(part, answers) for part in parts
+                 if not (isinstance(part, Approval) and (part.tool_use_id in tool_ids or part.tool_use_id in asking))
+                 and not (isinstance(part, Tool) and part.id in asking)]
         result = self.result or {}
         if result.get("is_error") and result.get("text") and not any(
                 isinstance(p, Text) and not p.parent and p.text == result["text"] for p in self.fold.parts):
@@ -174,7 +184,7 @@ class TaskView:
             items.append(notice("🗑️ This task was deleted."))
         return items
 
-    def _item(self, part: Part) -> dict[str, Any]:
+    def _item(self, part: Part, answers: dict[str, Approval]) -> dict[str, Any]:
         if isinstance(part, Text):
             if part.parent:
                 return step("💬 Sub-agent", part.text, parent_id=part.parent)
@@ -182,7 +192,7 @@ class TaskView:
         if isinstance(part, Thinking):
             return step("💭 Thinking", part.text)
         if isinstance(part, Tool):
-            return self._tool_item(part)
+            return self._tool_item(part, answers.get(part.id))
         if isinstance(part, Approval):
             body = f"Claude Code asks to use **{part.tool}**:\n\n" + tool_input_markdown(part.tool, part.input)
             item = self._open_step(f"✋ Approval needed · {part.tool}", body, part.decision is not None,
@@ -196,7 +206,8 @@ class TaskView:
             return step(f"⛔ {part.tool} not allowed", body)
         return notice(f"⚠️ {esc(part.message)}", kind="error")
 
-    def _tool_item(self, tool: Tool) -> dict[str, Any]:
+    def _tool_item(self, tool: Tool, answer: Approval | None = None) -> dict[str, Any]:
+        """A tool's step; `answer`, a person's answer to its approval request, is noted on it."""
         output = ""
         if tool.done:
             label = "**Error**" if tool.is_error else "**Output**"
@@ -211,6 +222,10 @@ class TaskView:
                                tool.done, tool.id, tool.parent)
         if tool.seconds is not None:
             item["metadata"]["duration"] = tool.seconds
+        if answer is not None and answer.decision is not None:
+            item["metadata"]["log"] = "allowed" if answer.decision == "allow" else "denied"
+            item["content"] += (f"\n\n**{'Allowed' if answer.decision == 'allow' else 'Denied'}**"
+                                + (f": {answer.reason}" if answer.reason else ""))
         return item
 
     def _open_step(self, title: str, body: str, resolved: bool, step_id: str,
@@ -246,13 +261,7 @@ class TaskView:
             return None
         if self.fold.asking:
             first = self.fold.asking[0]
-            tool_use_id = first.tool_use_id
-            what = tool_title(first.tool, first.input or {}).removeprefix("🔧 ")
-            ask = notice(f"✋ Claude Code asks to use <code>{esc(what)}</code>. Allow it?", kind="ask")
-            # Gradio shows the options of the conversation's last message as buttons.
-            ask["options"] = [{"value": f"allow:{tool_use_id}", "label": "✅ Allow"},
-                              {"value": f"deny:{tool_use_id}", "label": "🚫 Deny"}]
-            return ask
+            return approval_card(first.tool_use_id, first.tool, first.input)
         if self.status == WAITING:
             return notice("✋ Waiting for an approval…", kind="live")
         if not any(i.get("content") for i in (self._items() if items is None else items)):
@@ -268,6 +277,24 @@ class TaskView:
         if end:
             out.append(end)
         return out
+
+
+def approval_card(tool_use_id: str, tool: str, tool_input: Any) -> dict[str, Any]:
+    """The one place a pending approval is shown: what the tool wants to do, and the buttons.
+
+    The buttons are Gradio's options of the conversation's last message (a click is
+    chatbot.option_select); the CSS puts them on the card."""
+    if isinstance(tool_input, dict) and isinstance(tool_input.get("command"), str):
+        what = tool_input["command"]
+    else:
+        try:
+            what = json.dumps(tool_input, indent=2, ensure_ascii=False)
+        except (TypeError, ValueError):
+            what = str(tool_input)
+    card = notice(f"✋ Allow <b>{esc(tool)}</b> to do this?<pre><code>{esc(clip(what))}</code></pre>", kind="ask")
+    card["options"] = [{"value": f"allow:{tool_use_id}", "label": "✅ Allow"},
+                       {"value": f"deny:{tool_use_id}", "label": "🚫 Deny"}]
+    return card
 
 
 def step(title: str, content: str, status: str = "done", step_id: str | None = None,
@@ -335,6 +362,21 @@ CSS = """
 #scout-status { font-size: .85em; opacity: .75; min-height: 1.4em; }
 #scout-status p { margin: 0; }
 footer { display: none !important; }
+/* The chat's Clear / Copy icons float over the top of the scrolling messages, hiding what
+   passes under them: give them a row of their own above the messages instead. */
+#scout-chat .top-panel { position: static; align-self: flex-end;
+                         margin: var(--block-label-margin) var(--block-label-margin) 0 0; }
+#scout-chat .bubble-wrap { flex: 1 1 0; min-height: 0; height: auto; }
+/* The approval card: Gradio draws a message's options (Allow / Deny) after the message's copy
+   button, right-aligned under the chat. Put them on the card instead: no copy button for the
+   card, the buttons in the bottom of its bubble, left-aligned under what is asked. */
+#scout-chat .message-buttons-left:has(+ .options) { display: none; }
+#scout-chat .message-row:has(+ .message-buttons-left + .options) .message:last-child { padding-bottom: 2.9rem; }
+#scout-chat .options { display: flex; justify-content: flex-start; gap: .6rem; max-width: none;
+                       margin: -3.05rem 0 1rem 0; padding: 0 0 0 1.9rem; position: relative; }
+#scout-chat .options .option { flex: none; width: auto; min-width: 6.5rem; padding: .35rem .9rem; }
+.scout-ask { min-width: 15rem; }
+.scout-ask pre { margin: .4rem 0 0; font-weight: normal; white-space: pre-wrap; }
 """
 
 # The page's own count of conversation switches (New chat, a History pick), passed to the
@@ -611,8 +653,9 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 yield from follow(conv, task_view, epoch)
                 if conv.epoch != epoch:
                     return
-            if not followed:
-                yield {**settings, chatbot: conv.done, task_box: "", status_md: status_line(session_id)}
+            if not followed:  # the status line tells how the last task ended, as it did before a reload
+                last = task_view if tasks else None
+                yield {**settings, chatbot: conv.done, task_box: "", status_md: status_line(session_id, last)}
                 return
             hist, _ = history_choices()
             yield {task_box: "", send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False),
@@ -1016,6 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
                   if "empty port" in str(exc) or "in use" in str(exc) else str(exc))
         print(f"scout ui: cannot listen on {args.host}:{port}: {reason}", file=sys.stderr)
         return 2
+    quiet_when_idle(demo._queue)  # Gradio's queue polls every 1 ms otherwise (~5 % of a core idle)
     print(f"Scout UI on http://{args.host}:{port} (API {args.api_url})", flush=True)
     try:
         while demo.is_running:

@@ -17,8 +17,9 @@ import warnings
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from claude_agent_sdk import (
-    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, PermissionResult, PermissionResultAllow,
-    PermissionResultDeny, ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
+    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, HookContext, HookMatcher, PermissionResult,
+    PermissionResultAllow, PermissionResultDeny, ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock,
+    ToolPermissionContext,
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
@@ -113,6 +114,7 @@ def build_options(store: Store, task: Task, spec: WorkerSpec,
         include_partial_messages=bool(opts.get("stream_deltas", True)),
         cli_path=spec.claude_path,
         can_use_tool=_approver(store, task, spec),
+        hooks=_ask_hooks(opts),  # type: ignore[arg-type]
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
         env={"CLAUDE_CODE_TMPDIR": private_tmp} if private_tmp else {},
         **extra,
@@ -158,6 +160,27 @@ def _approver(store: Store, task: Task, spec: WorkerSpec) -> Callable[..., Await
         return PermissionResultDeny(message=reason or "denied by a person")
 
     return can_use_tool
+
+
+def _ask_hooks(opts: dict[str, Any]) -> dict[str, list[HookMatcher]] | None:
+    """A PreToolUse hook that sends every use of an approval tool to can_use_tool.
+
+    Claude Code approves Bash commands it takes for read-only (`ls`) and tools the mode
+    allows before it asks can_use_tool; a hook runs before that decision, and its "ask"
+    makes the CLI ask (tried with CLI 2.1.332, also under bypassPermissions). A mode with
+    auto_approve_read_only = true leaves Claude Code's own judgement in place.
+    """
+    approval = set(opts.get("approval_tools") or [])
+    if not approval or opts.get("auto_approve_read_only"):
+        return None
+
+    async def ask_a_person(hook_input: Any, tool_use_id: str | None, context: HookContext) -> Any:
+        if "*" not in approval and hook_input.get("tool_name") not in approval:
+            return {}  # no opinion: Claude Code decides as usual
+        return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "ask",
+                                       "permissionDecisionReason": "the mode asks a person for this tool"}}
+
+    return {"PreToolUse": [HookMatcher(matcher=None, hooks=[ask_a_person])]}
 
 
 async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
