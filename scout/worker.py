@@ -99,7 +99,7 @@ def build_options(store: Store, task: Task, spec: WorkerSpec,
     if opts.get("sandboxed"):
         extra["sandbox"] = sandbox.settings(
             opts.get("cwd") or os.getcwd(), opts.get("sandbox_writes") or "cwd", private,
-            list(opts.get("allowed_domains") or []), "Bash" in (opts.get("approval_tools") or []))
+            list(opts.get("allowed_domains") or []), bool({"Bash", "*"} & set(opts.get("approval_tools") or [])))
     return ClaudeAgentOptions(
         cwd=opts.get("cwd") or None,
         system_prompt=system_prompt,  # type: ignore[arg-type]
