@@ -3,6 +3,7 @@
     scout ask "why does the build fail?" --cwd .     start a task and follow it live
                                                      (on a terminal, approvals are asked inline)
     scout tasks / show ID / tail ID / stop ID        look at and control tasks
+    scout changes / merge / discard SESSION          a Code session's worktree
     scout serve / ui / up                            run the API, the web UI, or both
     scout mcp                                        serve Scout's tools to an MCP client (stdio)
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # imported for real only when a command runs (see run_command
 
 from .vocab import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, TERMINAL, WAITING,
                     EventType)
-from .reducer import Approval, Denied, Problem, TaskFold, Text, Thinking, Tool
+from .reducer import Approval, Denied, FilesChanged, Problem, TaskFold, Text, Thinking, Tool, changes_line
 from .transcript import (fmt_cost, fmt_duration, fmt_time, result_line, session_markdown,
                          task_duration, task_markdown, tool_summary)
 
@@ -317,6 +318,9 @@ class EventRenderer:
         elif isinstance(part, Problem):
             self._end_text()
             self.out.line(self.out.style("✗ error: ", "red") + part.message)
+        elif isinstance(part, FilesChanged):
+            self._end_text()
+            self.out.line(self.out.style("📝 " + part.line, "cyan"))
         elif etype == EventType.STATUS:
             labels: dict[str | None, str] = {PENDING: "queued", RUNNING: "starting",
                                              WAITING: "waiting for approval"}
@@ -524,6 +528,8 @@ def cmd_ask(client: ScoutClient, args: argparse.Namespace) -> int:
         on_busy=args.on_busy or None,
         model=args.model or None,
         max_turns=args.max_turns,
+        workspace=args.workspace or None,
+        base=args.base or None,
     )
     task_id = started["task_id"]
     if args.no_follow:
@@ -736,6 +742,64 @@ def cmd_session(client: ScoutClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_changes(client: ScoutClient, args: argparse.Namespace) -> int:
+    session_id = resolve_session(client, args.session)
+    if args.patch:
+        sys.stdout.write(client.patch(session_id))
+        return EXIT_OK
+    res = client.changes(session_id)
+    if args.json:
+        _dump(res)
+        return EXIT_OK
+    out = Out()
+    ws = res.get("workspace") or {}
+    out.line(out.style(f"{ws.get('branch')} in {ws.get('path')}", "dim"))
+    width = max((len(f["path"]) for f in res.get("files") or []), default=0)
+    marks = {"added": "A", "modified": "M", "deleted": "D", "type_changed": "T"}
+    for f in res.get("files") or []:
+        counts = "binary" if f.get("binary") else (out.style(f"+{f['additions']}", "green") + " "
+                                                   + out.style(f"−{f['deletions']}", "red"))
+        out.line(f"{marks.get(f['status'], '?')}  {f['path']:<{width}}  {counts}")
+    out.line(changes_line(res) + f" since {str(ws.get('base_commit'))[:12]}")
+    return EXIT_OK
+
+
+def cmd_merge(client: ScoutClient, args: argparse.Namespace) -> int:
+    from .client import ScoutAPIError
+
+    session_id = resolve_session(client, args.session)
+    try:
+        res = client.merge(session_id, message=args.message, squash=args.squash)
+    except ScoutAPIError as exc:
+        paths = ((exc.body or {}).get("error") or {}).get("paths") if isinstance(exc.body, dict) else None
+        if exc.code == "merge_conflict" and paths and not args.json:
+            raise CliError(exc.message + "\n  conflicting: " + "\n  conflicting: ".join(paths)
+                           + "\n  nothing was changed; see the changes with: "
+                           + f"scout changes {session_id} --patch") from None
+        raise
+    if args.json:
+        _dump(res)
+    else:
+        print(f"merged into {res.get('target_branch')}: {str(res.get('commit'))[:12]} ({changes_line(res)})")
+    return EXIT_OK
+
+
+def cmd_discard(client: ScoutClient, args: argparse.Namespace) -> int:
+    session_id = resolve_session(client, args.session)
+    if not args.yes and _isatty(sys.stdin):
+        sys.stderr.write(f"Discard the worktree of session {session_id} and everything changed in it? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise CliError("not discarded")
+    res = client.discard(session_id)
+    if args.json:
+        _dump(res)
+    else:
+        gone = "" if res.get("removed") else " (nothing was there)"
+        print(f"discarded the worktree of session {session_id}{gone}")
+    return EXIT_OK
+
+
 def cmd_modes(client: ScoutClient, args: argparse.Namespace) -> int:
     res = client.modes()
     if args.json:
@@ -778,7 +842,8 @@ def cmd_mcp(client: ScoutClient, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[ScoutClient, argparse.Namespace], int]] = {
     "ask": cmd_ask, "tasks": cmd_tasks, "show": cmd_show, "tail": cmd_tail, "stop": cmd_stop,
     "approve": cmd_approve, "prune": cmd_prune, "sessions": cmd_sessions, "session": cmd_session,
-    "modes": cmd_modes, "health": cmd_health, "mcp": cmd_mcp,
+    "modes": cmd_modes, "health": cmd_health, "mcp": cmd_mcp, "changes": cmd_changes, "merge": cmd_merge,
+    "discard": cmd_discard,
 }
 
 
@@ -845,6 +910,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-busy", choices=("queue", "reject", "interrupt"),
                    help="if the session is busy: wait (default), refuse, or stop the running task")
     p.add_argument("--no-follow", action="store_true", help="print the task id and return at once")
+    p.add_argument("--workspace", choices=("shared", "worktree", "auto"),
+                   help="a new session's workspace: its cwd itself, a git worktree of its own, or a "
+                        "worktree when cwd is in git (default: the mode's; Code is auto)")
+    p.add_argument("--base", metavar="REV", help="the commit-ish a new worktree starts from (default HEAD)")
 
     p = add("tasks", "list tasks, newest first")
     p.add_argument("--status", choices=STATUSES)
@@ -877,6 +946,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("session", "show a session's tasks")
     p.add_argument("session", metavar="ID", help="session id (or a unique prefix)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown transcript of the conversation")
+
+    p = add("changes", "show what a session changed in its worktree")
+    p.add_argument("session", metavar="ID", help="session id (or a unique prefix)")
+    p.add_argument("--patch", action="store_true", help="print the unified diff")
+
+    p = add("merge", "merge a session's worktree into the branch of the checkout it came from")
+    p.add_argument("session", metavar="ID", help="session id (or a unique prefix)")
+    p.add_argument("--message", "-m", help="the commit message")
+    p.add_argument("--squash", action="store_true", help="one commit instead of a merge commit")
+
+    p = add("discard", "remove a session's worktree and its branch")
+    p.add_argument("session", metavar="ID", help="session id (or a unique prefix)")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask first")
 
     add("modes", "list the modes tasks can run in")
     add("health", "show the server's health")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .store import Event, Session, Store, Task
+from .store import Event, EventLog, Session, Task
 from .validate import SESSION_ID, ApiError, check_task_id
 from .vocab import END, TERMINAL, EventType
+from .workspace import Workspace
 
 
-def task_or_404(store: Store, task_id: str) -> Task:
+def task_or_404(store: EventLog, task_id: str) -> Task:
     """The task, or ApiError 404 (400 for a malformed id)."""
     check_task_id(task_id)
     task = store.get_task(task_id)
@@ -24,7 +25,7 @@ def task_or_404(store: Store, task_id: str) -> Task:
     return task
 
 
-def session_or_404(store: Store, session_id: str) -> Session:
+def session_or_404(store: EventLog, session_id: str) -> Session:
     """The session, or ApiError 404."""
     if not SESSION_ID.match(session_id):
         raise ApiError(404, "not_found", f"no session {session_id!r}")
@@ -39,6 +40,7 @@ def session_detail(session: Session, tasks: list[Task]) -> dict[str, Any]:
     return {
         "session_id": session.id, "cwd": session.cwd, "created_at": session.created_at,
         "last_activity": session.updated_at, "claude_session_id": session.claude_session_id,
+        "workspace": Workspace.from_dict(session.workspace).public(),
         "tasks": [{"task_id": t.id, "status": t.status, "message": t.message,
                    "result_text": (t.result or {}).get("text"), "error": t.error,
                    "cost_usd": (t.result or {}).get("total_cost_usd"), "mode": t.options.get("mode"),
@@ -68,7 +70,8 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
         "cwd": task.options.get("cwd"), "sandboxed": bool(task.options.get("sandboxed")),
         "created_at": task.created_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
-        "worker_pid": task.worker_pid, "result": None,
+        "worker_pid": task.worker_pid, "result": None, "node": task.node,
+        "workspace": Workspace.from_dict(task.options.get("workspace")).public(),
     }
     if task.result:
         r = task.result

@@ -16,6 +16,7 @@ Built-in modes can be overridden, and new ones added, from a TOML file
     sandbox = "auto"                # auto | required | off: Bash in the OS sandbox (scout/sandbox.py)
     sandbox_writes = "cwd"          # cwd | temp: where sandboxed commands may write
     allowed_domains = ["pypi.org"]  # network for sandboxed commands (none by default)
+    workspace = "auto"              # shared | worktree | auto (a git worktree when cwd is in one)
 
     [modes.Review.mcp_servers.tracker]   # an MCP server Claude Code starts for the task (stdio)
     command = "/usr/local/bin/tracker-mcp"
@@ -42,6 +43,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable
 
 from .sandbox import SANDBOX_CHOICES, WRITE_CHOICES
+from .workspace import KINDS as WORKSPACES
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 READ_TOOLS = ["Read", "Grep", "Glob", "LS", "WebFetch", "WebSearch", "TodoWrite", "Task"]
@@ -85,6 +87,7 @@ class Mode:
     sandbox: str = "auto"
     sandbox_writes: str = "cwd"
     allowed_domains: list[str] = field(default_factory=list)
+    workspace: str = "shared"  # where a session's first task runs: see scout/workspace.py
     mcp_servers: dict[str, McpServer] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +133,7 @@ BUILTIN = {
         "Code", "May edit files under the working directory (acceptEdits) and run commands.",
         prompt="You may edit files in the working directory to carry out the request.",
         allowed_tools=READ_TOOLS + ["Bash", "Edit", "Write", "NotebookEdit"],
-        permission_mode="acceptEdits"),
+        permission_mode="acceptEdits", workspace="auto"),
 }
 DEFAULT_MODE = "Scout"
 
@@ -171,6 +174,8 @@ def load_modes(path: str | None = None) -> dict[str, Mode]:
             raise ModeError(f"mode {name!r}: sandbox_writes must be one of {', '.join(WRITE_CHOICES)}")
         if not isinstance(mode.allowed_domains, list) or not all(isinstance(d, str) for d in mode.allowed_domains):
             raise ModeError(f"mode {name!r}: allowed_domains must be a list of domain names")
+        if mode.workspace not in WORKSPACES:
+            raise ModeError(f"mode {name!r}: workspace must be one of {', '.join(WORKSPACES)}")
         modes[name] = mode
     return modes
 

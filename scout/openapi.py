@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from . import __version__
-from .modes import DEFAULT_MODE, PERMISSION_MODES
+from .modes import DEFAULT_MODE, PERMISSION_MODES, WORKSPACES
 from .sandbox import SANDBOX_CHOICES, WRITE_CHOICES
 from .validate import MAX_REASON_CHARS, ON_BUSY
 from .vocab import EVENT_TYPES, PENDING, RUNNING, STATUSES, WAITING
@@ -72,7 +72,7 @@ STATUS = {"type": "string", "enum": [str(s) for s in STATUSES]}
 
 ERROR_CODES = {
     400: "Bad request: malformed JSON, a missing, empty, unknown or wrongly typed field, a bad "
-         "query parameter, a bad cwd or an unknown mode.",
+         "query parameter, a bad cwd, an unknown mode or node.",
     401: "A bearer token is needed (SCOUT_API_TOKEN is set) and was missing or wrong.",
     403: "host_not_allowed: the Host header is not one this server answers to (loopback names, the "
          "bound address, SCOUT_ALLOWED_HOSTS); origin_not_allowed: a POST or DELETE from an Origin "
@@ -80,7 +80,8 @@ ERROR_CODES = {
          "outside the allowed roots (SCOUT_ALLOWED_ROOTS).",
     404: "No such task or session (or no such path).",
     405: "Method not allowed; the Allow header lists those that are.",
-    409: "Conflict with the task's or session's state.",
+    409: "Conflict with the task's or session's state (session_busy, task_finished, workspace_mismatch, "
+         "workspace_missing, no_worktree, merge_conflict, target_dirty, target_moved...).",
     413: "The message is longer than SCOUT_MAX_MESSAGE_BYTES, or the body far too large.",
     415: "The body is not sent as application/json.",
     429: "Too many tasks are pending (SCOUT_MAX_PENDING); retry after Retry-After seconds.",
@@ -143,12 +144,43 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
         "text": STR_OR_NULL, "duration_ms": NUM_OR_NULL, "num_turns": INT_OR_NULL,
         "total_cost_usd": NUM_OR_NULL, "usage": {"type": ["object", "null"]}, "subtype": STR_OR_NULL,
     }, required=[])
+    file_change = _obj({"path": STR, "status": {"type": "string", "enum": ["added", "modified", "deleted",
+                                                                           "type_changed"]},
+                        "additions": INT, "deletions": INT, "binary": BOOL})
+    workspace = _obj({
+        "kind": {"type": "string", "enum": ["shared", "worktree"]},
+        "repo": {**STR, "description": "the top level of the checkout that holds cwd"},
+        "path": {**STR, "description": "the worktree folder (under SCOUT_WORKTREES)"},
+        "branch": {**STR, "description": "scout/<session>"},
+        "base_commit": {**STR_OR_NULL, "description": "what the session's changes count from; null after "
+                        "a discard (the next message makes a fresh worktree)"},
+        "target_branch": {**STR_OR_NULL, "description": "the branch a merge goes into"},
+    }, required=["kind"], description="Where the session's tasks run; kind shared has only kind.")
     return {
         "Error": _obj({"error": _obj({
             "code": {"type": "string", "description": "stable, machine-readable",
                      "examples": ["invalid_json", "unknown_field", "not_found"]},
             "message": {"type": "string", "description": "for people"},
-        })}, description="Every error answer has this body."),
+            "paths": {"type": "array", "items": STR,
+                      "description": "merge_conflict: the conflicting paths; target_dirty: the changed files"},
+        }, required=["code", "message"])}, description="Every error answer has this body."),
+        "Workspace": workspace,
+        "FileChange": file_change,
+        "Changes": _obj({"session_id": STR, "workspace": _ref("Workspace"),
+                         "files": {"type": "array", "items": _ref("FileChange")},
+                         "additions": INT, "deletions": INT},
+                        description="The session's changes against base_commit (uncommitted and untracked "
+                                    "files included); a `changes` event's payload has files, additions, deletions."),
+        "MergeRequest": {"type": "object", "additionalProperties": False, "properties": {
+            "message": _nullable({"type": "string", "minLength": 1, "maxLength": 10000, "pattern": NOT_BLANK,
+                                  "description": "the commit message"}),
+            "squash": _nullable({"type": "boolean", "description": "one commit instead of a merge"})}},
+        "MergeResult": _obj({"session_id": STR, "merged": {"const": True},
+                             "commit": {**STR, "description": "what the target branch now points at"},
+                             "files": {"type": "array", "items": _ref("FileChange")},
+                             "target_branch": STR_OR_NULL}),
+        "DiscardResult": _obj({"session_id": STR, "discarded": {"const": True},
+                               "removed": {**BOOL, "description": "false if nothing was there"}}),
         "ChatRequest": {
             "type": "object", "additionalProperties": False, "required": ["message"],
             "description": "Fields set to null count as absent. Unknown fields are rejected (400).",
@@ -176,6 +208,16 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
                 "webhook_url": _nullable({"type": "string", "maxLength": 2000, "pattern": r"^https?://",
                                           "description": "Called when the task ends; the host must be "
                                           "in SCOUT_WEBHOOK_HOSTS."}),
+                "workspace": _nullable({"type": "string", "enum": list(WORKSPACES), "description":
+                                        "Where the session's tasks run, fixed by its first task: shared (in "
+                                        "cwd), worktree (a git worktree of its own; 400 not_a_git_repo "
+                                        "outside git) or auto (worktree inside git). Default: the mode's. "
+                                        "Another kind later: 409 workspace_mismatch."}),
+                "base": _nullable({"type": "string", "minLength": 1, "maxLength": 256, "pattern": NO_NUL,
+                                   "description": "A new worktree starts at this commit-ish (default HEAD)."}),
+                "node": _nullable({"type": "string", "pattern": SESSION_PATTERN, "description":
+                                   "Run only on this node (GET /nodes): for a cwd that exists there alone. "
+                                   "A node not on the log: 400 unknown_node."}),
             },
         },
         "ChatAccepted": _obj({"task_id": TASK_ID, "status": {"type": "string", "enum": [PENDING]},
@@ -188,11 +230,13 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "sandboxed": {"type": "boolean", "description": "whether Bash runs in the OS sandbox"},
             "created_at": TIME,
             "started_at": TIME_OR_NULL, "finished_at": TIME_OR_NULL, "worker_pid": INT_OR_NULL,
+            "node": {"type": ["string", "null"], "description": "the node (server) that runs or ran it"},
             "result": {"oneOf": [{"type": "null"}, _ref("Result")]},
             "events": {"type": "array", "items": _ref("Event"),
                        "description": "left out with ?events=false"},
+            "workspace": _ref("Workspace"),
         }, required=["task_id", "status", "error", "session_id", "message", "mode", "cwd", "sandboxed",
-                     "created_at", "started_at", "finished_at", "worker_pid", "result"]),
+                     "created_at", "started_at", "finished_at", "worker_pid", "result", "workspace"]),
         "TaskSummary": _obj({
             "task_id": TASK_ID, "status": STATUS, "session_id": STR,
             "message": {"type": "string", "description": "the first 200 characters"},
@@ -236,7 +280,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "default_mode": STR, "max_message_bytes": INT}),
         "SessionDetail": _obj({
             "session_id": STR, "cwd": STR_OR_NULL, "created_at": TIME, "last_activity": TIME,
-            "claude_session_id": STR_OR_NULL,
+            "claude_session_id": STR_OR_NULL, "workspace": _ref("Workspace"),
             "tasks": {"type": "array", "description": "oldest first", "items": _obj({
                 "task_id": TASK_ID, "status": STATUS, "message": STR, "result_text": STR_OR_NULL,
                 "error": STR_OR_NULL, "cost_usd": NUM_OR_NULL, "mode": STR_OR_NULL,
@@ -254,6 +298,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "sandbox": {"type": "string", "enum": list(SANDBOX_CHOICES)},
             "sandbox_writes": {"type": "string", "enum": list(WRITE_CHOICES)},
             "allowed_domains": {"type": "array", "items": STR},
+            "workspace": {"type": "string", "enum": list(WORKSPACES)},
             "mcp_servers": {"type": "array", "items": STR,
                             "description": "Names of the MCP servers the mode gives Claude Code (its tools are "
                                            "mcp__NAME__TOOL); their commands, URLs and secrets are not shown."},
@@ -277,7 +322,19 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "sandbox": _obj({"available": BOOL, "error": STR}, required=["available"]),
             "containment": _obj({"method": {"type": "string", "enum": ["cgroup", "subreaper"]},
                                  "cgroup": STR, "reason": STR}, required=["method"]),
+            "node": _obj({"id": STR, "shared": {"type": "boolean", "description": "other nodes share the log"},
+                          "running": INT, "lease_s": NUM, "heartbeat_error": STR_OR_NULL,
+                          "leader": {"type": "boolean", "description": "this node runs retention and webhooks"}},
+                         required=["id", "shared", "running"]),
         }),
+        "Node": _obj({
+            "node": STR, "state": {"type": "string", "enum": ["live", "lost"]}, "version": STR_OR_NULL,
+            "url": STR_OR_NULL, "lease_s": NUM_OR_NULL, "max_workers": INT_OR_NULL,
+            "running": {"type": "integer", "description": "its tasks running or waiting"},
+            "started_at": TIME_OR_NULL, "heartbeat_at": TIME_OR_NULL,
+            "lease_expires_in": {"type": ["number", "null"], "description": "seconds; below 0: lapsed"},
+        }, required=["node", "state", "running"]),
+        "NodeList": _obj({"nodes": {"type": "array", "items": _ref("Node")}, "this_node": STR}),
     }
 
 
@@ -357,6 +414,27 @@ def build_spec(modes: list[str] | None = None, max_message_bytes: int = 100_000,
             "delete": op("Delete a session with its tasks (stopping them first)",
                          {200: _ok(_ref("SessionDeleted"), "Deleted.")}, (404, 503),
                          parameters=[session_id], operationId="deleteSession")},
+        # Workspaces (scout/workspace_api.py).
+        "/sessions/{session_id}/changes": {"get": op(
+            "What the session changed in its worktree, against base_commit",
+            {200: {"description": "The changed files as JSON, or with ?format=patch (or Accept: "
+                                  "text/x-diff) the unified diff.",
+                   "content": {"application/json": {"schema": _ref("Changes")},
+                               "text/x-diff": {"schema": STR}}}},
+            (400, 404, 409, 503),
+            parameters=[session_id, _param("format", "query", {"type": "string", "enum": ["json", "patch"]},
+                                           "patch: the unified diff")],
+            operationId="sessionChanges")},
+        "/sessions/{session_id}/merge": {"post": op(
+            "Commit the worktree's changes to its branch and merge that into the checkout's branch",
+            {200: _ok(_ref("MergeResult"), "Merged; the user's branch and checkout have the changes.")},
+            (400, 404, 409, 413, 415, 503), parameters=[session_id],
+            requestBody={"required": False, "content": {"application/json": {"schema": _ref("MergeRequest")}}},
+            operationId="mergeSession")},
+        "/sessions/{session_id}/discard": {"post": op(
+            "Remove the session's worktree and branch (the next message makes a fresh one)",
+            {200: _ok(_ref("DiscardResult"), "Discarded.")}, (404, 409, 503), parameters=[session_id],
+            operationId="discardSession")},
         "/modes": {"get": op(
             "The modes a task can run in", {200: _ok(_ref("ModeList"), "The modes.")}, (),
             operationId="listModes")},
@@ -364,6 +442,9 @@ def build_spec(modes: list[str] | None = None, max_message_bytes: int = 100_000,
             "Where tasks may run, and the defaults a client can show",
             {200: _ok(_ref("Config"), "The settings a client needs.")}, (),
             operationId="showConfig")},
+        "/nodes": {"get": op(
+            "The nodes (servers) on this log, with their lease, running count and version",
+            {200: _ok(_ref("NodeList"), "The nodes; one on SQLite.")}, (503,), operationId="listNodes")},
         "/health": {"get": op(
             "Liveness and state (public)",
             {200: _ok(_ref("Health"), "Healthy or degraded."),

@@ -9,13 +9,16 @@ option), which on Linux runs every Bash command under bubblewrap, with a network
 - ``cwd`` (Code): the working directory and the private temporary folder.
 
 No mode can read Scout's own data directory (the database, the workers' logs), and network
-for sandboxed commands is limited to the mode's ``allowed_domains`` (none by default).
+for sandboxed commands is limited to the mode's ``allowed_domains`` (none by default). The
+one exception is the task's own git worktree, which lives under SCOUT_WORKTREES, by default
+inside the data directory (``open_to``).
 
 Used by the server (the probe, for /health and to decide ``sandboxed`` when a task is
 created) and by the worker (the settings handed to Claude Code); no process state here.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -80,3 +83,29 @@ def read_denials(private_dirs: list[str]) -> list[str]:
         for tool in ("Read", "Grep", "Glob", "Edit", "Write"):
             rules.append(f"{tool}(/{path.rstrip('/')}/**)")
     return rules
+
+
+def open_to(private_dirs: list[str], keep: str | None) -> list[str]:
+    """`private_dirs` with `keep` (a task's worktree) left open. Neither the sandbox's nor the
+    permission rules' denials can be reopened below them, so a private directory holding
+    `keep` is replaced by its entries that do not lead to it, level by level down to `keep`
+    (other sessions' worktrees and the lock files stay closed). What appears there after
+    the task starts is not covered; the database and the logs are there from the start."""
+    if not keep:
+        return list(private_dirs)
+    keep = os.path.abspath(keep)
+    out: list[str] = []
+    for top in private_dirs:
+        top = os.path.abspath(top)
+        if not keep.startswith(top.rstrip(os.sep) + os.sep):
+            out.append(top)
+            continue
+        while top != keep:
+            step = os.path.join(top, os.path.relpath(keep, top).split(os.sep)[0])
+            try:
+                names = sorted(os.listdir(top))
+            except OSError:
+                names = []
+            out.extend(path for path in (os.path.join(top, n) for n in names) if path != step)
+            top = step
+    return out

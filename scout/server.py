@@ -19,7 +19,8 @@ from typing import Any, Iterator
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import __version__, ops, vault
+from . import __version__, ops, vault, workspace_api
+from .backends import open_store
 from .config import ConfigError, Settings
 from .documents import session_detail, session_or_404, sse_end, sse_frame, task_detail, task_or_404, task_summary
 from .guard import HostRules, is_loopback
@@ -27,10 +28,11 @@ from .sandbox import Probe
 from .sandbox import probe as sandbox_probe
 from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
+from .nodes import NodeAgent, bp as nodes_blueprint, node_list
 from .notify import LogWatcher
 from .serverproc import install_shutdown_handlers, make_undumpable, program_version
 from .state import Scout, scout
-from .store import Store, StoreError, Task
+from .store import EventLog, StoreError, Task, new_id
 from .supervisor import Supervisor
 from .validate import (ApiError, check_approval, check_chat, check_cwd, check_webhook_url,
                        int_arg, session_cursor)
@@ -115,6 +117,14 @@ def sandbox_options(mode: Mode, probe: Probe, private: list[str]) -> dict[str, A
             "sandbox_error": None if probe.available or mode.sandbox == "off" else probe.error,
             "sandbox_writes": mode.sandbox_writes, "allowed_domains": list(mode.allowed_domains),
             "private_dirs": private}
+def check_node(s: Scout, node: str | None) -> str | None:
+    """The `node` a task is pinned to, if it names one that is on this log."""
+    if node is None:
+        return None
+    known = [n["node"] for n in node_list(s)]
+    if node not in known:
+        raise ApiError(400, "unknown_node", f"no node {node!r} on this log (nodes: {', '.join(known)})")
+    return node
 
 
 @api.post("/chat")
@@ -124,6 +134,10 @@ def start_chat():
     session_id = req.get("session_id")
     session = s.store.get_session(session_id) if session_id else None
     options = resolve_options(req, session.cwd if session else None)
+    session_id = session_id or new_id()  # known before the task: it names the worktree
+    workspace = workspace_api.choose(req, options["cwd"], s.modes[options["mode"]], session, session_id,
+                                     s.settings.worktrees)
+    options["workspace"] = workspace.to_dict()
     on_busy = req.get("on_busy", "queue")
     busy: list[Task] = []
     if session is not None:
@@ -131,7 +145,9 @@ def start_chat():
         if busy and on_busy == "reject":
             raise ApiError(409, "session_busy",
                            f"session {session.id} is busy with task {busy[0].id} ({busy[0].status})")
-    task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending)
+    node = check_node(s, req.get("node"))
+    task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending,
+                               workspace=workspace.to_dict() if workspace.kind != "shared" else None, node=node)
     if task is None:
         raise ApiError(429, "too_many_pending",
                        f"{s.settings.max_pending} tasks are already waiting; try again later",
@@ -152,7 +168,7 @@ def task_status(task_id: str):
     return Response(status_json(scout().store, task), mimetype="application/json")
 
 
-def status_json(store: Store, task: Task, chunk: int = 65536) -> Iterator[str]:
+def status_json(store: EventLog, task: Task, chunk: int = 65536) -> Iterator[str]:
     """The status document with its events, streamed: the head goes out at once and the
     events follow page by page, their stored payload JSON pasted in rather than decoded and
     encoded again (a task with 10,000 events starts answering in about a millisecond)."""
@@ -286,10 +302,13 @@ def delete_task(task_id: str):
     s = scout()
     if not task.finished:
         s.supervisor.stop(task.id)
+    session = s.store.get_session(task.session_id)
     s.store.delete_task(task.id)  # and its session, if this was the session's last task
     s.watcher.touch(task.id)
-    return {"task_id": task.id, "deleted": True,
-            "session_deleted": s.store.get_session(task.session_id) is None}
+    session_deleted = s.store.get_session(task.session_id) is None
+    if session_deleted and session is not None:
+        workspace_api.remove_for_session(s.store, session, s.settings.worktrees)
+    return {"task_id": task.id, "deleted": True, "session_deleted": session_deleted}
 
 
 @api.get("/sessions")
@@ -323,6 +342,7 @@ def delete_session(session_id: str):
         if not task.finished:
             s.supervisor.stop(task.id)
     deleted = s.store.delete_session(session.id) or 0
+    workspace_api.remove_for_session(s.store, session, s.settings.worktrees)
     return {"session_id": session.id, "deleted": True, "tasks_deleted": deleted}
 
 
@@ -353,6 +373,8 @@ def health():
         db.update(ok=False, error=str(exc))
     if s.supervisor.last_error:
         db.update(ok=False, error=s.supervisor.last_error)
+    if s.node is not None and s.node.last_error:
+        db.update(ok=False, error=f"node heartbeat: {s.node.last_error}")
     ok = db["ok"] and not s.claude.get("missing", False)
     return {
         "status": "ok" if ok else "degraded", "version": __version__, "database": db,
@@ -360,10 +382,22 @@ def health():
         "tasks": {str(s): counts.get(s, 0) for s in (RUNNING, WAITING, PENDING)},
         "workers": {"max": s.settings.max_workers, "active": s.supervisor.running_count(),
                     "zygote_alive": s.supervisor.zygote_alive()},
+        "node": node_health(s),
         "streams": s.watcher.streams, "max_streams": s.settings.max_streams,
         "sandbox": s.sandbox.to_dict(),
         "containment": s.supervisor.containment.to_dict(),
     }, 200 if db["ok"] else 503
+
+
+def node_health(s: Scout) -> dict[str, Any]:
+    """This node: its id, whether the log is shared, its lease, whether it leads the ops jobs."""
+    out: dict[str, Any] = {"id": s.settings.node_id, "shared": s.store.shared,
+                           "running": s.supervisor.running_count()}
+    if s.node is not None:
+        out.update(lease_s=s.settings.node_lease, heartbeat_error=s.node.last_error)
+        ops_state = current_app.extensions.get("scout_ops")
+        out["leader"] = bool(ops_state and ops_state.leading)
+    return out
 
 
 # -- the app -------------------------------------------------------------------------
@@ -410,16 +444,21 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_bytes)  # a JSON 413 past it
     app.url_map.merge_slashes = False  # "//x" is a JSON 404, not a redirect with an HTML body
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
-    store = Store(settings.db, max_bytes=settings.db_max_bytes)
+    store = open_store(settings.db, max_bytes=settings.db_max_bytes, pool_size=16)
     integrity = store.integrity_check()
     if integrity != "ok":
         raise StoreError(f"database integrity check failed: {integrity}")
     watcher = LogWatcher(store, encode=sse_frame)
     supervisor = Supervisor(store, settings, on_change=watcher.touch)
     state = Scout(settings, store, supervisor, watcher, load_modes(settings.modes_file))
+    if store.shared:
+        state.node = NodeAgent(store, settings, watcher.touch, url=f"http://{settings.host}:{settings.port}")
+        state.on_close.append(state.node.stop)
     app.extensions["scout"] = state
     app.register_blueprint(api)
+    app.register_blueprint(nodes_blueprint)  # GET /nodes
     app.register_blueprint(openapi_blueprint)  # GET /openapi.json, public
+    app.register_blueprint(workspace_api.bp)  # a session's worktree: changes, merge, discard
     ops.init_app(app, start)  # retention, metrics, webhooks, state-change logs, worker logs, transcripts
 
     rules = HostRules.build(settings.host, settings.allowed_hosts, settings.cors_origins)
@@ -474,8 +513,11 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
         return _error_response(ApiError(500, "internal_error", f"internal error: {type(err).__name__}"))
 
     if start:
+        workspace_api.prune(store, settings.worktrees)  # worktrees whose session is gone
         state.claude = claude_info(settings.claude_path)
         state.sandbox = sandbox_probe()
+        if state.node is not None:
+            state.node.start()  # a fresh lease before reconciling: this node's tasks are its own again
         summary = supervisor.start()
         watcher.start()
         if any(summary.values()):

@@ -13,9 +13,10 @@ from flask import current_app
 
 from .config import Settings
 from .modes import Mode
+from .nodes import NodeAgent
 from .notify import LogWatcher
 from .sandbox import Probe
-from .store import Store, StoreError
+from .store import EventLog, StoreError
 from .supervisor import Supervisor
 
 
@@ -24,13 +25,14 @@ class Scout:
     """What the routes share: settings, the log, the supervisor, the watcher, the modes."""
 
     settings: Settings
-    store: Store
+    store: EventLog
     supervisor: Supervisor
     watcher: LogWatcher
     modes: dict[str, Mode]
     claude: dict[str, Any] = field(default_factory=dict)
     sandbox: Probe = Probe(False, "not probed")  # Claude Code's OS sandbox, probed at start
     on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
+    node: NodeAgent | None = None  # the heartbeat, on a log shared with other nodes
     _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe
 
     def check_writable(self, every: float = 5.0) -> None:

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, Any, Callable
 
-from . import containment
+from . import containment, workspace
 from .config import Settings
 from .proctree import identity_matches, kill_tree
-from .store import Store, StoreError, Task
+from .store import EventLog, StoreError, Task
 from .taskspec import TAG, WorkerSpec
-from .vocab import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING
 from .vault import SECRET_NAMES
+from .vocab import ACTIVE, CANCELLED, FAILED, NODE_LOST, PENDING, RUNNING
 
 log = logging.getLogger("scout.supervisor")
 
@@ -102,6 +102,7 @@ class WorkerProc:
     adopted: bool = False
     exit_code: int | None = None
     spawned: Future = field(default_factory=Future)
+    stop_asked: bool = False  # a stop requested by another node is being carried out
 
     def change_state(self, to: ProcessState) -> bool:
         """Move to `to` if PROCESS_TRANSITIONS allows it; returns whether it moved. The one
@@ -117,7 +118,7 @@ class Supervisor:
 
     TICK = 0.2
 
-    def __init__(self, store: Store, settings: Settings,
+    def __init__(self, store: EventLog, settings: Settings,
                  on_change: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.settings = settings
@@ -134,12 +135,17 @@ class Supervisor:
         # A cgroup per task where one can be made (SCOUT_CONTAINMENT=subreaper: never).
         self.containment = (containment.probe() if settings.containment == "auto"
                             else containment.Containment("subreaper", reason="SCOUT_CONTAINMENT=subreaper"))
+        # On a shared (PostgreSQL) log this server is one node among several: it claims,
+        # adopts and kills only what is its own, and hands stops of others' tasks over.
+        self.node = settings.node_id
+        self.mine: str | None = self.node if store.shared else None
 
     # -- life cycle -----------------------------------------------------------------
 
     def start(self) -> dict[str, int]:
         """Reconcile what the last run left behind, then start dispatching. Returns a summary."""
         summary = self.reconcile()
+        self.store.on_stop_request(self._stop_requested)
         self._ensure_zygote()
         thread = threading.Thread(target=self._dispatch_loop, name="scout-dispatch", daemon=True)
         thread.start()
@@ -182,10 +188,11 @@ class Supervisor:
         a process is queued again; one whose process is gone has failed.
         """
         summary = {"adopted": 0, "requeued": 0, "lost": 0, "cancelled": 0}
-        for task in self.store.tasks_in(ACTIVE):
+        for task in self.store.tasks_in(ACTIVE, node=self.mine):
             if identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
                     self._kill(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
+                    workspace.log_task_changes(self.store, task.id)
                     self.store.transition(task.id, CANCELLED)
                     summary["cancelled"] += 1
                     continue
@@ -199,7 +206,9 @@ class Supervisor:
             if task.worker_pid is None and not task.stop_requested:
                 self.store.requeue(task.id)
                 summary["requeued"] += 1
-            elif task.stop_requested:
+                continue
+            workspace.log_task_changes(self.store, task.id)
+            if task.stop_requested:
                 self.store.transition(task.id, CANCELLED)
                 summary["cancelled"] += 1
             else:
@@ -235,7 +244,7 @@ class Supervisor:
             return None
         if task.finished:
             return task.status
-        self.store.request_stop(task_id)
+        self.store.request_stop(task_id, by=self.node)
         if self.store.transition(task_id, CANCELLED, only_from=(PENDING,)):
             self.on_change(task_id)
             return CANCELLED
@@ -243,6 +252,8 @@ class Supervisor:
             proc = self._workers.get(task_id)
             if proc is not None:
                 proc.change_state(STOPPING)
+        if proc is None and self.mine and task.node not in (None, self.mine):
+            return self._stop_elsewhere(task)
         pid = None
         if proc is not None:
             try:
@@ -250,6 +261,7 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - spawning failed; nothing of it can be running
                 pid = None
         self._kill(task_id, pid, self.settings.stop_grace, proc.started if proc is not None else None)
+        workspace.log_task_changes(self.store, task_id)
         self.store.transition(task_id, CANCELLED)
         self._forget(task_id)
         self.on_change(task_id)
@@ -261,6 +273,27 @@ class Supervisor:
         cgroup = self.containment.task_cgroup(task_id)
         kill_tree(task_id, pid, grace, started, cgroup=cgroup)
         containment.remove(cgroup)
+    def _stop_elsewhere(self, task: Task) -> str:
+        """A task another node runs: its node ends it, told by the stop request's NOTIFY;
+        wait for the ending to reach the log. (If that node is lost, the task fails "node
+        lost" within the lease instead: only its own node may say its processes are gone.)"""
+        deadline = time.monotonic() + self.settings.stop_grace + self.settings.node_lease + 10
+        while time.monotonic() < deadline:
+            current = self.store.get_task(task.id)
+            if current is None or current.finished:
+                return current.status if current else CANCELLED
+            time.sleep(0.05)
+        current = self.store.get_task(task.id)
+        return current.status if current else CANCELLED
+
+    def _stop_requested(self, task_id: str, by: str | None) -> None:
+        """Another node asked for a stop (NOTIFY scout_stop): stop the task if it runs here."""
+        with self._lock:
+            proc = self._workers.get(task_id)
+            if by == self.node or proc is None or proc.state == STOPPING or proc.stop_asked:
+                return
+            proc.stop_asked = True
+        self._thread(self.stop, task_id)
 
     def stop_in_background(self, task_ids: list[str]) -> None:
         """Stop tasks one after another without making the caller wait."""
@@ -303,21 +336,12 @@ class Supervisor:
 
     def _start_what_fits(self) -> None:
         free = self.settings.max_workers - self.running_count()
-        if free <= 0:
+        if free <= 0 or self._closing.is_set():
             return
-        for task in self.store.next_startable(free):
-            if self._closing.is_set():
-                return
+        for task in self.store.claim(free, node=self.node):  # now running, as far as the log knows
             self._spawn(task)
 
     def _spawn(self, task: Task) -> None:
-        try:
-            if not self.store.transition(task.id, RUNNING, only_from=(PENDING,)):
-                return  # stopped or deleted meanwhile
-        except StoreError as exc:
-            self.store.transition(task.id, FAILED, error=f"could not start: {exc}")
-            self.on_change(task.id)
-            return
         self.on_change(task.id)
         proc = WorkerProc(task.id)
         with self._lock:
@@ -360,6 +384,13 @@ class Supervisor:
         for proc in procs:
             task = self.store.get_task(proc.task_id)
             if task is None or task.status not in ACTIVE:
+                if self.mine and task is not None and task.error == NODE_LOST:
+                    # Another node took this one for lost and failed the task while its worker
+                    # still runs here: nothing it does can reach the log any more.
+                    self._thread(self._fail, proc, NODE_LOST)
+                continue
+            if task.stop_requested and self.mine:  # a stop from another node whose NOTIFY was missed
+                self._stop_requested(task.id, None)
                 continue
             reason = None
             if task.started_at and now - task.started_at > self.settings.task_timeout:
@@ -372,7 +403,7 @@ class Supervisor:
             if reason:
                 self._thread(self._fail, proc, reason)
 
-    def _thread(self, fn: Callable[..., None], *args: Any) -> None:
+    def _thread(self, fn: Callable[..., object], *args: Any) -> None:
         """Run fn in a short-lived thread that closes its database connection when done."""
         def run() -> None:
             try:
@@ -386,6 +417,7 @@ class Supervisor:
             if not proc.change_state(STOPPING):
                 return  # stop() or the exit already owns this ending
         self._kill(proc.task_id, proc.pid, self.settings.stop_grace, proc.started)
+        workspace.log_task_changes(self.store, proc.task_id)
         self.store.transition(proc.task_id, FAILED, error=reason)
         self._forget(proc.task_id)
         self.on_change(proc.task_id)
@@ -461,6 +493,7 @@ class Supervisor:
             proc.exit_code = code
         task = self.store.get_task(proc.task_id)
         if task is not None and task.status in ACTIVE:
+            workspace.log_task_changes(self.store, task.id)
             if task.stop_requested:
                 self.store.transition(task.id, CANCELLED)
             else:

@@ -5,7 +5,8 @@ line; the zygote's fork (leader, then worker) reads it back. `python -m scout.wo
 builds the same spec from the same settings, so a task run by hand gets the defaults a
 dispatched one gets. The marks (an environment tag and two process titles) are set in
 the task's processes (scout/zygote.py) and searched for by the server
-(scout/proctree.py); both take them from here. Standard library only.
+(scout/proctree.py); both take them from here. Standard library only (and config's
+one stdlib-only helper).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
+
+from .config import is_postgres_url
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -29,7 +32,7 @@ class WorkerSpec:
     """Everything a task's leader and worker need to know, and nothing they could look up."""
 
     task_id: str
-    db: str                                  # the database file, absolute
+    db: str                                  # the database file, absolute, or a PostgreSQL URL
     db_max_bytes: int | None = None          # SCOUT_DB_MAX_MB, in bytes
     log_path: str | None = None              # the worker's stdout/stderr (None: inherit)
     nice: int = 10                           # SCOUT_TASK_NICE
@@ -38,16 +41,19 @@ class WorkerSpec:
     max_events_per_task: int | None = None   # None: no cap
     allowed_roots: list[str] | None = None   # SCOUT_ALLOWED_ROOTS: the worker checks cwd again
     cgroup: str | None = None                # the task's cgroup (scout/containment.py), if any
+    worktrees: str = ""                      # SCOUT_WORKTREES (its lock files, for a new worktree)
 
     @classmethod
     def from_settings(cls, task_id: str, settings: Settings, log_path: str | None = None,
                       cgroup: str | None = None) -> WorkerSpec:
         """The spec of one task under these settings: the one way a spec is made."""
-        return cls(task_id=task_id, db=os.path.abspath(settings.db), db_max_bytes=settings.db_max_bytes,
+        db = settings.db if is_postgres_url(settings.db) else os.path.abspath(settings.db)
+        return cls(task_id=task_id, db=db, db_max_bytes=settings.db_max_bytes,
                    log_path=log_path, nice=settings.task_nice, claude_path=settings.claude_path,
                    approval_timeout=settings.approval_timeout,
                    max_events_per_task=settings.max_events_per_task or None,
-                   allowed_roots=list(settings.allowed_roots), cgroup=cgroup)
+                   allowed_roots=list(settings.allowed_roots), cgroup=cgroup,
+                   worktrees=settings.worktrees)
 
     def to_json(self) -> str:
         """One line of JSON, as it goes down the zygote's pipe."""

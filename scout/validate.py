@@ -11,6 +11,7 @@ from typing import Any
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "id\n" through.
 SESSION_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
+NODE_ID = SESSION_ID  # SCOUT_NODE_ID and the `node` field: the same characters
 TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:*()\-/ ]{1,200}\Z")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9._:\[\]/-]{1,100}\Z")
@@ -22,19 +23,21 @@ MAX_REASON_CHARS = 10_000
 class ApiError(Exception):
     """An error with an HTTP status, a stable code and a message for people."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 details: dict[str, Any] | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
+        self.details = details or {}  # more fields of the error object (e.g. a conflict's paths)
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
 
 
 CHAT_FIELDS = {
     "message": str, "session_id": str, "mode": str, "cwd": str, "append_system_prompt": str,
     "on_busy": str, "model": str, "max_turns": int, "allowed_tools": list, "disallowed_tools": list,
-    "max_budget_usd": float, "stream_deltas": bool, "webhook_url": str,
+    "max_budget_usd": float, "stream_deltas": bool, "webhook_url": str, "workspace": str, "base": str, "node": str,
 }
 
 
@@ -97,9 +100,11 @@ def check_chat(body: Any, max_message_bytes: int) -> dict[str, Any]:
             tools = req[name]
             if len(tools) > 100 or not all(isinstance(t, str) and TOOL_NAME.match(t) for t in tools):
                 raise ApiError(400, "invalid_field", f"'{name}' must be a list of tool names")
+    if "node" in req and not NODE_ID.match(req["node"]):
+        raise ApiError(400, "invalid_field", "'node' must be 1-128 letters, digits, '.', '_' or '-'")
     if "model" in req and not MODEL_NAME.match(req["model"]):
         raise ApiError(400, "invalid_field", "'model' is not a valid model name")
-    for name in ("append_system_prompt", "cwd", "mode"):
+    for name in ("append_system_prompt", "cwd", "mode", "workspace", "base"):
         if name in req and (len(req[name]) > max_message_bytes or "\x00" in req[name]):
             raise ApiError(400, "invalid_field", f"'{name}' is too long or contains NUL")
     if "webhook_url" in req:

@@ -51,6 +51,10 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 }
 
 
+# The error of a task failed because the node running it lost its lease (a shared log).
+NODE_LOST = "node lost"
+
+
 def can_transition(current: str, to: str) -> bool:
     """Is a change from status `current` to status `to` legal?"""
     try:
@@ -79,6 +83,7 @@ class EventType(StrEnum):
     APPROVAL = "approval"                    # the person's (or the timeout's) answer
     PERMISSION_DENIED = "permission_denied"  # a tool use the mode does not allow
     ERROR = "error"                          # an error Claude Code reported mid-task
+    CHANGES = "changes"                      # what a task in a worktree changed (at its end)
 
 
 EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)

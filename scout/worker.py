@@ -23,9 +23,10 @@ from claude_agent_sdk import (
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
-from . import sandbox
+from . import sandbox, workspace
+from .backends import open_store
 from .modes import tool_matches
-from .store import Store, Task
+from .store import EventLog, Task
 from .taskspec import WorkerSpec
 from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
 from .validate import ApiError, check_cwd
@@ -38,7 +39,7 @@ warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 def run(spec: WorkerSpec) -> int:
     """Run the task the spec names; returns the process's exit code."""
-    store = Store(spec.db, migrate=False, max_bytes=spec.db_max_bytes)
+    store = open_store(spec.db, migrate=False, max_bytes=spec.db_max_bytes, pool_size=2)
     store.max_events_per_task = spec.max_events_per_task  # past it: EventCapError, the task fails
     task = store.get_task(spec.task_id)
     if task is None or task.status not in ACTIVE or task.stop_requested:
@@ -50,6 +51,7 @@ def run(spec: WorkerSpec) -> int:
         return 0
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        workspace.log_task_changes(store, task.id)
         store.transition(task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
@@ -85,23 +87,28 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: Store, task: Task, spec: WorkerSpec,
+def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None = None,
                   private_tmp: str | None = None) -> ClaudeAgentOptions:
-    """Translate a task's resolved options (mode, overrides, session) into the SDK's."""
+    """Translate a task's resolved options (mode, overrides, session) into the SDK's; `cwd`
+    is where it runs when that is not its own cwd (the same place in its worktree)."""
     opts = task.options
     session = store.get_session(task.session_id)
     append = "\n\n".join(p for p in (opts.get("mode_prompt"), opts.get("append_system_prompt")) if p)
     system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
     if append:
         system_prompt["append"] = append
-    private = list(opts.get("private_dirs") or [])
+    where = cwd or opts.get("cwd") or os.getcwd()
+    # Scout's data directory stays closed, except the task's own worktree, which lives
+    # under SCOUT_WORKTREES, by default inside it.
+    private = sandbox.open_to(list(opts.get("private_dirs") or []),
+                              workspace.Workspace.from_dict(opts.get("workspace")).path)
     extra: dict[str, Any] = {}
     if opts.get("sandboxed"):
         extra["sandbox"] = sandbox.settings(
-            opts.get("cwd") or os.getcwd(), opts.get("sandbox_writes") or "cwd", private,
+            where, opts.get("sandbox_writes") or "cwd", private,
             list(opts.get("allowed_domains") or []), bool({"Bash", "*"} & set(opts.get("approval_tools") or [])))
     return ClaudeAgentOptions(
-        cwd=opts.get("cwd") or None,
+        cwd=cwd or opts.get("cwd") or None,
         system_prompt=system_prompt,  # type: ignore[arg-type]
         resume=session.claude_session_id if session else None,
         permission_mode=opts.get("permission_mode") or "default",
@@ -121,7 +128,7 @@ def build_options(store: Store, task: Task, spec: WorkerSpec,
     )
 
 
-def _approver(store: Store, task: Task, spec: WorkerSpec) -> Callable[..., Awaitable[PermissionResult]]:
+def _approver(store: EventLog, task: Task, spec: WorkerSpec) -> Callable[..., Awaitable[PermissionResult]]:
     """The can_use_tool callback: ask a person over HTTP for the mode's approval tools.
 
     Claude Code calls it only for tool uses its permission mode and allowed_tools do
@@ -188,8 +195,9 @@ async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
     yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
 
 
-async def _drive(store: Store, task: Task, spec: WorkerSpec, private_tmp: str | None = None) -> None:
-    options = build_options(store, task, spec, private_tmp)
+async def _drive(store: EventLog, task: Task, spec: WorkerSpec, private_tmp: str | None = None) -> None:
+    where = workspace.begin_task(store, task, spec.worktrees)
+    options = build_options(store, task, spec, where, private_tmp)
     finished = False
     async for message in query(prompt=_prompt(task.message), options=options):
         if isinstance(message, ResultMessage):
@@ -205,7 +213,7 @@ async def _drive(store: Store, task: Task, spec: WorkerSpec, private_tmp: str | 
                            "(not valid stream-json, or the CLI stopped early)")
 
 
-def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
+def _log_result(store: EventLog, task: Task, msg: ResultMessage) -> None:
     summary: dict[str, Any] = {
         "text": msg.result, "subtype": msg.subtype, "is_error": msg.is_error,
         "duration_ms": msg.duration_ms, "num_turns": msg.num_turns,
@@ -217,6 +225,7 @@ def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
     if msg.errors:
         summary["errors"] = list(msg.errors)
     store.append_event(task.id, EventType.RESULT, summary)
+    workspace.log_task_changes(store, task.id)  # before the ending: streams close at the final status
     if msg.session_id:
         store.set_claude_session(task.session_id, msg.session_id, task.options.get("cwd"))
     if msg.is_error:

@@ -116,7 +116,8 @@ def run_in_pty(args: list[str], env: dict[str, str], cwd: Path, react: Any, time
 def test_help_for_every_subcommand(tmp_path: Path) -> None:
     top = run_cli("--help", cwd=tmp_path)
     assert top.returncode == 0, top.stderr
-    commands = ["ask", "tasks", "show", "tail", "stop", "approve", "prune", "sessions", "session", "modes", "health", "mcp"]
+    commands = ["ask", "tasks", "show", "tail", "stop", "approve", "prune", "sessions", "session", "modes", "health", "mcp",
+                "changes", "merge", "discard"]
     for name in commands + ["up", "serve", "ui"]:
         assert re.search(rf"^\s+{name}\s", top.stdout, re.M), f"{name} missing from scout --help"
     for name in commands:

@@ -562,3 +562,44 @@ def test_approval_buttons_answer_a_tool_request(page: "Page", stack: Stack, api:
     expect(chat(page)).to_contain_text("allowed")
     assert (project / "made-here.txt").exists()
     assert wait_status(api, task["task_id"], ("completed",))["status"] == "completed"
+
+
+def test_worktree_changes_view_and_merge(page: "Page", stack: Stack, api: ScoutClient, project: Path):
+    """A Code session in a git repository works in a worktree; the page shows its changes
+    (files, +/−, the highlighted diff) and merges them into the checkout after a confirm."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.name", "Tester")
+    git("config", "user.email", "t@example.com")
+    (project / "a.txt").write_text("one\ntwo\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    open_ui(page, stack)
+    page.locator("#scout-mode input").click()
+    page.get_by_role("option", name="Code").click()
+    set_cwd(page, str(project))
+    send(page, "BASH: printf 'one\\nfrom the UI\\n' > a.txt && echo hi > new.txt")
+    expect(chat(page).locator(".scout-changes")).to_contain_text("2 files changed, +2 −1", timeout=90_000)
+    panel = page.locator("#scout-changes")
+    expect(panel).to_be_visible()
+    expect(page.locator("#scout-changes-files")).to_contain_text("a.txt")
+    expect(page.locator("#scout-changes-files")).to_contain_text("new.txt")
+    expect(page.locator("#scout-diff .scout-d-add").first).to_contain_text("+from the UI")
+    expect(page.locator("#scout-diff .scout-d-del").first).to_contain_text("-two")
+    assert (project / "a.txt").read_text() == "one\ntwo\n"  # the checkout is untouched so far
+    shot(page, "worktree-changes")
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # not confirmed: nothing happens
+    page.locator("#scout-merge").click()
+    page.wait_for_timeout(500)
+    assert (project / "a.txt").read_text() == "one\ntwo\n"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#scout-merge").click()
+    expect(chat(page)).to_contain_text("Merged into main")
+    assert (project / "a.txt").read_text() == "one\nfrom the UI\n" and (project / "new.txt").exists()
+    assert git("status", "--porcelain") == ""
+    expect(page.locator("#scout-changes-files")).to_contain_text("no files changed")
+    shot(page, "worktree-merged")
