@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import __version__, ops, vault, workspace_api
 from .backends import open_store
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, is_postgres_url
 from .documents import session_detail, session_or_404, sse_end, sse_frame, task_detail, task_or_404, task_summary
 from .guard import HostRules, is_loopback
 from .sandbox import Probe
@@ -104,8 +104,9 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
 
 
 def private_dirs(settings: Settings) -> list[str]:
-    """Scout's own files, which no task may read: the database's directory and the logs."""
-    dirs = [os.path.dirname(settings.db), settings.log_dir]
+    """Scout's own files, which no task may read: the database's directory and the logs
+    (a PostgreSQL database has no directory here: its URL is no path)."""
+    dirs = [os.path.dirname(settings.db) if not is_postgres_url(settings.db) else "", settings.log_dir]
     return [d for i, d in enumerate(dirs) if d and d not in dirs[:i]]
 
 
