@@ -18,14 +18,24 @@ created) and by the worker (the settings handed to Claude Code); no process stat
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 SANDBOX_CHOICES = ("auto", "required", "off")
 WRITE_CHOICES = ("temp", "cwd")
+
+# Claude Code's Linux sandbox keeps some files of a writable directory read-only (shell and
+# git configs, .mcp.json, much of .claude/; the list changes with the CLI). Where one is
+# missing it makes an empty read-only file to mount over and removes it when the command
+# ends; a command killed midway leaves them behind (claude-code issues 17087, 83497), where a
+# worktree's changes would count them and a merge would take them. They are only ever at
+# the top of the directory or in its .claude folder.
+PLACEHOLDER_DIRS = ("", ".claude")
 
 
 @dataclass(frozen=True)
@@ -57,13 +67,17 @@ def probe() -> Probe:
 
 
 def settings(cwd: str, writes: str, private_dirs: list[str], allowed_domains: list[str],
-             ask_for_bash: bool) -> dict[str, Any]:
+             ask_for_bash: bool, worktree: str | None = None) -> dict[str, Any]:
     """Claude Code's ``sandbox`` settings for one task. Commands may never leave the sandbox
     (allowUnsandboxedCommands false), and a sandbox that cannot start fails the task instead
-    of letting commands run without it (failIfUnavailable)."""
+    of letting commands run without it (failIfUnavailable). A task in a git worktree owns
+    the whole worktree, not only its cwd inside it: `cwd` writes may go anywhere in it,
+    `temp` writes nowhere in it."""
     filesystem: dict[str, Any] = {"denyRead": list(private_dirs), "denyWrite": list(private_dirs)}
     if writes == "temp":
-        filesystem["denyWrite"].append(cwd)
+        filesystem["denyWrite"].append(worktree or cwd)
+    elif worktree and worktree != cwd:
+        filesystem["allowWrite"] = [worktree]
     return {
         "enabled": True,
         "failIfUnavailable": True,
@@ -109,3 +123,28 @@ def open_to(private_dirs: list[str], keep: str | None) -> list[str]:
             out.extend(path for path in (os.path.join(top, n) for n in names) if path != step)
             top = step
     return out
+
+
+def sweep_placeholders(dirs: list[str], since: float) -> list[str]:
+    """Remove the sandbox's leftover placeholders from `dirs` after a task's processes were
+    killed: empty, read-only regular files made since `since` (the task's start), at the top
+    or in .claude/ (then .claude itself if they were all it held). Returns what went."""
+    gone = []
+    for folder in dict.fromkeys(d for d in dirs if d):
+        for sub in PLACEHOLDER_DIRS:
+            where = os.path.join(folder, sub)
+            try:
+                names = os.listdir(where)
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(where, name)
+                with contextlib.suppress(OSError):
+                    st = os.lstat(path)
+                    if (stat.S_ISREG(st.st_mode) and st.st_size == 0 and not st.st_mode & 0o222
+                            and st.st_mtime >= since):
+                        os.unlink(path)
+                        gone.append(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(folder, ".claude"))  # only when empty
+    return gone

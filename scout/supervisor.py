@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, Any, Callable
 
-from . import containment, workspace
+from . import containment, sandbox, workspace
 from .config import Settings
 from .proctree import identity_matches, kill_tree
 from .store import EventLog, StoreError, Task
@@ -273,6 +273,17 @@ class Supervisor:
         cgroup = self.containment.task_cgroup(task_id)
         kill_tree(task_id, pid, grace, started, cgroup=cgroup)
         containment.remove(cgroup)
+        self._sweep(task_id)
+
+    def _sweep(self, task_id: str) -> None:
+        """What a sandboxed command killed midway left in the task's directories."""
+        task = self.store.get_task(task_id)
+        if task is None or not task.options.get("sandboxed"):
+            return
+        ws = workspace.Workspace.from_dict(task.options.get("workspace"))
+        cwd = task.options.get("cwd") or ""
+        since = (task.started_at or task.created_at) - 1  # file times are coarser than ours
+        sandbox.sweep_placeholders([workspace.run_dir(ws, cwd), ws.path or ""], since)
     def _stop_elsewhere(self, task: Task) -> str:
         """A task another node runs: its node ends it, told by the stop request's NOTIFY;
         wait for the ending to reach the log. (If that node is lost, the task fails "node

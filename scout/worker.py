@@ -100,13 +100,14 @@ def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None
     where = cwd or opts.get("cwd") or os.getcwd()
     # Scout's data directory stays closed, except the task's own worktree, which lives
     # under SCOUT_WORKTREES, by default inside it.
-    private = sandbox.open_to(list(opts.get("private_dirs") or []),
-                              workspace.Workspace.from_dict(opts.get("workspace")).path)
+    worktree = workspace.Workspace.from_dict(opts.get("workspace")).path
+    private = sandbox.open_to(list(opts.get("private_dirs") or []), worktree)
     extra: dict[str, Any] = {}
     if opts.get("sandboxed"):
         extra["sandbox"] = sandbox.settings(
             where, opts.get("sandbox_writes") or "cwd", private,
-            list(opts.get("allowed_domains") or []), bool({"Bash", "*"} & set(opts.get("approval_tools") or [])))
+            list(opts.get("allowed_domains") or []), bool({"Bash", "*"} & set(opts.get("approval_tools") or [])),
+            worktree)
     return ClaudeAgentOptions(
         cwd=cwd or opts.get("cwd") or None,
         system_prompt=system_prompt,  # type: ignore[arg-type]
