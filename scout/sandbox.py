@@ -122,7 +122,7 @@ def open_to(private_dirs: list[str], keep: str | None) -> list[str]:
                 names = []
             out.extend(path for path in (os.path.join(top, n) for n in names) if path != step)
             top = step
-    return out
+    return list(dict.fromkeys(out))
 
 
 def sweep_placeholders(dirs: list[str], since: float) -> list[str]:
