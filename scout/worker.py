@@ -8,7 +8,10 @@ supervisor owns every other ending (cancelled, lost, timed out).
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -20,12 +23,13 @@ from claude_agent_sdk import (
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
-from . import workspace
+from . import sandbox, workspace
 from .backends import open_store
 from .modes import tool_matches
 from .store import EventLog, Task
 from .taskspec import WorkerSpec
 from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
+from .validate import ApiError, check_cwd
 
 APPROVAL_POLL_SECONDS = 0.1
 
@@ -40,8 +44,10 @@ def run(spec: WorkerSpec) -> int:
     task = store.get_task(spec.task_id)
     if task is None or task.status not in ACTIVE or task.stop_requested:
         return 0  # stopped before it began: a stop's sweep may have come before our title
+    private_tmp = tempfile.mkdtemp(prefix=f"scout-task-{task.id[:8]}-")  # the task's own, 0700
     try:
-        asyncio.run(_drive(store, task, spec))
+        check_where(task, spec)
+        asyncio.run(_drive(store, task, spec, private_tmp))
         return 0
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
@@ -49,7 +55,31 @@ def run(spec: WorkerSpec) -> int:
         store.transition(task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
+        shutil.rmtree(private_tmp, ignore_errors=True)
         store.close()
+
+
+class CannotRun(Exception):
+    """The task may not start as it is: its cwd left the roots, or its mode's sandbox is missing."""
+
+
+def check_where(task: Task, spec: WorkerSpec) -> None:
+    """Checks made again just before Claude Code starts, since things change while a task
+    waits in the queue: its cwd (a directory swapped for a symlink to elsewhere, roots
+    narrowed by a restart) must still resolve inside the roots, to the path it resolved to
+    when the task was created; and a mode with sandbox = "required" must have one."""
+    cwd = task.options.get("cwd")
+    roots = spec.allowed_roots
+    if cwd and roots is not None:
+        try:
+            real = check_cwd(cwd, roots)
+        except ApiError as exc:
+            raise CannotRun(f"cwd is no longer usable: {exc.message}") from None
+        if real != cwd:
+            raise CannotRun(f"cwd {cwd} now resolves to {real}: it was replaced after the task was created")
+    if task.options.get("sandbox") == "required" and not task.options.get("sandboxed"):
+        raise CannotRun(f"mode {task.options.get('mode')} requires the OS sandbox (sandbox = \"required\"), "
+                        f"which is not available here: {task.options.get('sandbox_error') or 'unknown reason'}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -57,7 +87,8 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None = None) -> ClaudeAgentOptions:
+def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None = None,
+                  private_tmp: str | None = None) -> ClaudeAgentOptions:
     """Translate a task's resolved options (mode, overrides, session) into the SDK's; `cwd`
     is where it runs when that is not its own cwd (the same place in its worktree)."""
     opts = task.options
@@ -66,13 +97,24 @@ def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None
     system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
     if append:
         system_prompt["append"] = append
+    where = cwd or opts.get("cwd") or os.getcwd()
+    # Scout's data directory stays closed, except the task's own worktree, which lives
+    # under SCOUT_WORKTREES, by default inside it.
+    worktree = workspace.Workspace.from_dict(opts.get("workspace")).path
+    private = sandbox.open_to(list(opts.get("private_dirs") or []), worktree)
+    extra: dict[str, Any] = {}
+    if opts.get("sandboxed"):
+        extra["sandbox"] = sandbox.settings(
+            where, opts.get("sandbox_writes") or "cwd", private,
+            list(opts.get("allowed_domains") or []), bool({"Bash", "*"} & set(opts.get("approval_tools") or [])),
+            worktree)
     return ClaudeAgentOptions(
         cwd=cwd or opts.get("cwd") or None,
         system_prompt=system_prompt,  # type: ignore[arg-type]
         resume=session.claude_session_id if session else None,
         permission_mode=opts.get("permission_mode") or "default",
         allowed_tools=list(opts.get("allowed_tools") or []),
-        disallowed_tools=list(opts.get("disallowed_tools") or []),
+        disallowed_tools=list(opts.get("disallowed_tools") or []) + sandbox.read_denials(private),
         mcp_servers=dict(opts.get("mcp_servers") or {}),
         model=opts.get("model"),
         max_turns=opts.get("max_turns"),
@@ -82,6 +124,8 @@ def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None
         can_use_tool=_approver(store, task, spec),
         hooks=_ask_hooks(opts),  # type: ignore[arg-type]
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
+        env={"CLAUDE_CODE_TMPDIR": private_tmp} if private_tmp else {},
+        **extra,
     )
 
 
@@ -152,9 +196,9 @@ async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
     yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
 
 
-async def _drive(store: EventLog, task: Task, spec: WorkerSpec) -> None:
+async def _drive(store: EventLog, task: Task, spec: WorkerSpec, private_tmp: str | None = None) -> None:
     where = workspace.begin_task(store, task, spec.worktrees)
-    options = build_options(store, task, spec, where)
+    options = build_options(store, task, spec, where, private_tmp)
     finished = False
     async for message in query(prompt=_prompt(task.message), options=options):
         if isinstance(message, ResultMessage):

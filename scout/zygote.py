@@ -34,6 +34,7 @@ from typing import Any, TextIO
 import psutil
 import setproctitle
 
+from . import containment
 from .linux import PR_SET_CHILD_SUBREAPER, prctl
 from .taskspec import LEADER_TITLE, TAG, WORKER_TITLE, WorkerSpec
 
@@ -82,6 +83,8 @@ def _lead(spec: WorkerSpec) -> None:
     code = 1
     try:
         os.setsid()
+        if spec.cgroup:
+            containment.join(spec.cgroup)  # before anything is forked: all of the task is born in it
         _lower_priority(spec.nice)
         _set_subreaper()
         signal.set_wakeup_fd(-1)
@@ -107,6 +110,9 @@ def _lead(spec: WorkerSpec) -> None:
                 if code >= 128:
                     print(f"scout: worker killed by signal {code - 128}", file=sys.stderr, flush=True)
                 break
+        # Nothing the task started outlives it: whatever is left below us (a poller that
+        # dropped the tag, called setsid, double-forked) was re-parented to us, the subreaper.
+        containment.kill_descendants(grace=1.0)
     finally:
         os._exit(code)
 
@@ -149,7 +155,7 @@ def zygote_main() -> None:
     buf = b""
     serving = True
     while serving or leaders:
-        for key, _ in sel.select(timeout=None if serving else 1.0):
+        for key, _ in sel.select(timeout=1.0):  # also a tick to look for orphans (below)
             if key.fd == wake_r:
                 os.read(wake_r, 4096)
                 continue
@@ -177,6 +183,12 @@ def zygote_main() -> None:
                     started = None
                 serving = _report(out, {"event": "spawned", "task_id": spec.task_id, "pid": pid,
                                         "started": started}) and serving
+        for pid in containment.children_of(os.getpid()):
+            if pid not in leaders:  # an orphan of a leader that died before it could sweep
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         while True:  # reap every child that has exited: leaders, and orphans passed to us
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
