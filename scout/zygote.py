@@ -112,7 +112,9 @@ def _lead(spec: WorkerSpec) -> None:
                 break
         # Nothing the task started outlives it: whatever is left below us (a poller that
         # dropped the tag, called setsid, double-forked) was re-parented to us, the subreaper.
-        containment.kill_descendants(grace=1.0)
+        # A worker killed by a signal asked nothing of its CLI to wind down, and its task must
+        # be reported failed within a second: SIGKILL at once rather than after a grace.
+        containment.kill_descendants(grace=0.0 if code >= 128 else 1.0)
     finally:
         os._exit(code)
 
