@@ -490,10 +490,20 @@ def cmd_ask(client: ScoutClient, args: argparse.Namespace) -> int:
     else:
         out.line()
         out.line(final_line(out, doc))
-        if doc.get("session_id"):
+        if doc.get("session_id") and _can_continue(client, doc["session_id"]):
             out.line(out.style(f"  continue this conversation: scout ask --session {doc['session_id']} \"…\"",
                                "dim"))
     return _status_exit(doc.get("status"))
+
+
+def _can_continue(client: ScoutClient, session_id: str) -> bool:
+    """Can the session take another message (is its conversation's history still there)?"""
+    from .client import ScoutAPIError
+
+    try:
+        return client.session(session_id).get("can_continue", True) is not False
+    except ScoutAPIError:
+        return True  # not known: offer it, as before
 
 
 def cmd_tail(client: ScoutClient, args: argparse.Namespace) -> int:
@@ -658,6 +668,8 @@ def cmd_session(client: ScoutClient, args: argparse.Namespace) -> int:
     out.line(out.style(f"Session {doc['session_id']}", "bold"))
     out.line(out.style("  cwd      ", "dim") + str(doc.get("cwd")))
     out.line(out.style("  started  ", "dim") + fmt_time(doc.get("created_at")))
+    if doc.get("can_continue") is False:
+        out.line(out.style("  ended    ", "dim") + out.style(str(doc.get("history_lost")), "red"))
     out.line()
     for t in doc.get("tasks") or []:
         status = t.get("status") or ""

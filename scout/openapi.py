@@ -68,6 +68,8 @@ TIME = {"type": "number", "description": "Unix time in seconds"}
 TIME_OR_NULL = {"type": ["number", "null"], "description": "Unix time in seconds"}
 TASK_ID = {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
 STATUS = {"type": "string", "enum": STATUSES}
+CAN_CONTINUE = {"type": "boolean", "description": "false once the session's earlier conversation is known to be "
+                "gone: a further message to it is refused (409 session_ended)"}
 
 ERROR_CODES = {
     400: "Bad request: malformed JSON, a missing, empty, unknown or wrongly typed field, a bad "
@@ -218,6 +220,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "last_message": STR_OR_NULL,
             "last_status": {"type": ["string", "null"], "enum": [*STATUSES, None]},
             "total_cost_usd": NUM, "created_at": TIME, "last_activity": TIME,
+            "can_continue": CAN_CONTINUE,
         }),
         "SessionList": _obj({"sessions": {"type": "array", "items": _ref("SessionSummary")},
                              "next_cursor": {**STR_OR_NULL, "description": "pass as ?cursor= for older sessions"}}),
@@ -228,7 +231,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "default_mode": STR, "max_message_bytes": INT}),
         "SessionDetail": _obj({
             "session_id": STR, "cwd": STR_OR_NULL, "created_at": TIME, "last_activity": TIME,
-            "claude_session_id": STR_OR_NULL,
+            "claude_session_id": STR_OR_NULL, "can_continue": CAN_CONTINUE,
+            "history_lost": {**STR_OR_NULL, "description": "why the session cannot be continued (its "
+                             "earlier conversation is gone), or null"},
             "tasks": {"type": "array", "description": "oldest first", "items": _obj({
                 "task_id": TASK_ID, "status": STATUS, "message": STR, "result_text": STR_OR_NULL,
                 "error": STR_OR_NULL, "cost_usd": NUM_OR_NULL, "mode": STR_OR_NULL,

@@ -199,6 +199,8 @@ def start_chat():
     options = resolve_options(req, session.cwd if session else None)
     on_busy = req.get("on_busy", "queue")
     busy: list[Task] = []
+    if session is not None and not session.can_continue:
+        raise ApiError(409, "session_ended", session.history_lost or f"session {session.id} cannot be continued")
     if session is not None:
         busy = [t for t in s.store.session_tasks(session.id) if t.status in (PENDING, *ACTIVE)]
         if busy and on_busy == "reject":
@@ -368,6 +370,7 @@ def show_session(session_id: str):
     return {
         "session_id": session.id, "cwd": session.cwd, "created_at": session.created_at,
         "last_activity": session.updated_at, "claude_session_id": session.claude_session_id,
+        "can_continue": session.can_continue, "history_lost": session.history_lost,
         "tasks": [{"task_id": t.id, "status": t.status, "message": t.message,
                    "result_text": (t.result or {}).get("text"), "error": t.error,
                    "cost_usd": (t.result or {}).get("total_cost_usd"), "mode": t.options.get("mode"),

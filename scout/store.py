@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Task statuses. "waiting" means Claude Code is waiting for a person's approval.
 PENDING, RUNNING, WAITING = "pending", "running", "waiting"
@@ -90,6 +90,22 @@ _MIGRATIONS: list[str] = [
         event_id INTEGER NOT NULL
     );
     """,
+    # 5: Claude Code's own transcript of each session's conversation, mirrored line by line
+    # (its file under ~/.claude can be swept or live under another HOME); and why a
+    # session can no longer be continued, once its history is known to be gone.
+    """
+    CREATE TABLE transcripts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        claude_session_id TEXT NOT NULL,
+        subpath TEXT NOT NULL DEFAULT '',
+        uuid TEXT,
+        entry TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX transcripts_by_line ON transcripts(claude_session_id, subpath, uuid);
+    CREATE INDEX transcripts_by_session ON transcripts(session_id);
+    ALTER TABLE sessions ADD COLUMN history_lost TEXT;
+    """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -150,6 +166,11 @@ class Session:
     cwd: str | None
     created_at: float
     updated_at: float
+    history_lost: str | None = None  # why the conversation cannot be continued, once it cannot
+
+    @property
+    def can_continue(self) -> bool:
+        return self.history_lost is None
 
 
 def new_id() -> str:
@@ -331,7 +352,8 @@ class Store:
         if not rows:
             return None
         r = rows[0]
-        return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"])
+        return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"],
+                       r["history_lost"])
 
     def set_claude_session(self, session_id: str, claude_session_id: str, cwd: str | None) -> None:
         """Remember which Claude Code conversation (and directory) the session continues from."""
@@ -352,7 +374,7 @@ class Store:
             params.extend(after)
         params.append(limit)
         rows = self._read(
-            "SELECT s.id, s.cwd, s.created_at, s.updated_at,"
+            "SELECT s.id, s.cwd, s.created_at, s.updated_at, s.history_lost,"
             " (SELECT COUNT(*) FROM tasks t WHERE t.session_id = s.id) AS task_count,"
             " (SELECT COALESCE(SUM(json_extract(t.result, '$.total_cost_usd')), 0)"
             "   FROM tasks t WHERE t.session_id = s.id) AS total_cost,"
@@ -363,7 +385,8 @@ class Store:
         return [{"session_id": r["id"], "cwd": r["cwd"], "task_count": r["task_count"],
                  "first_message": r["first_message"], "last_message": r["last_message"],
                  "last_status": r["last_status"], "total_cost_usd": r["total_cost"],
-                 "created_at": r["created_at"], "last_activity": r["updated_at"]} for r in rows]
+                 "created_at": r["created_at"], "last_activity": r["updated_at"],
+                 "can_continue": r["history_lost"] is None} for r in rows]
 
     def delete_session(self, session_id: str) -> int | None:
         """Delete a session with its tasks and their events; None if there is no such session."""
@@ -375,9 +398,67 @@ class Store:
                 conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
                 conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM tasks WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM transcripts WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             return len(ids)
         return self._write(fn)
+
+    def mark_history_lost(self, session_id: str, reason: str) -> None:
+        """Record that the session's conversation cannot be continued, and why."""
+        self._write(lambda conn: conn.execute(
+            "UPDATE sessions SET history_lost = ? WHERE id = ?", (reason, session_id)))
+
+    # -- Claude Code transcripts -------------------------------------------------------
+    # Claude Code's own record of a conversation (one JSON object per line of its
+    # ~/.claude/projects/.../<id>.jsonl), kept with the Scout session it belongs to so that
+    # the conversation can be continued when that file is gone. `subpath` is "" for the
+    # main transcript, e.g. "subagents/agent-x" for a subagent's.
+
+    def append_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                          entries: list[dict[str, Any]]) -> None:
+        """Append lines in order; a line whose uuid is already stored there is skipped."""
+        self._write(_insert_transcript, session_id, claude_session_id, subpath, entries)
+
+    def replace_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                           entries: list[dict[str, Any]]) -> None:
+        """Make the stored transcript exactly `entries`, in one transaction."""
+        def fn(conn):
+            conn.execute("DELETE FROM transcripts WHERE claude_session_id = ? AND subpath = ?",
+                         (claude_session_id, subpath))
+            _insert_transcript(conn, session_id, claude_session_id, subpath, entries)
+        self._write(fn)
+
+    def load_transcript(self, claude_session_id: str, subpath: str = "") -> list[dict[str, Any]] | None:
+        """The stored lines in the order they were appended; None if there are none."""
+        rows = self._read("SELECT entry FROM transcripts WHERE claude_session_id = ? AND subpath = ?"
+                          " ORDER BY id", (claude_session_id, subpath))
+        return [json.loads(r[0]) for r in rows] or None
+
+    def transcript_length(self, claude_session_id: str, subpath: str = "") -> int:
+        return self._read("SELECT COUNT(*) FROM transcripts WHERE claude_session_id = ? AND subpath = ?",
+                          (claude_session_id, subpath))[0][0]
+
+    def transcript_uuids(self, claude_session_id: str, subpath: str = "") -> set[str]:
+        """The uuids of the stored lines (lines without one are not counted)."""
+        return {r[0] for r in self._read(
+            "SELECT uuid FROM transcripts WHERE claude_session_id = ? AND subpath = ? AND uuid IS NOT NULL",
+            (claude_session_id, subpath))}
+
+    def transcript_subpaths(self, claude_session_id: str) -> list[str]:
+        """The subagent transcripts stored for a conversation (never "", the main one)."""
+        return [r[0] for r in self._read(
+            "SELECT DISTINCT subpath FROM transcripts WHERE claude_session_id = ? AND subpath != ''"
+            " ORDER BY subpath", (claude_session_id,))]
+
+    def delete_transcript(self, claude_session_id: str, subpath: str | None = None) -> None:
+        """Delete a stored transcript; subpath None: the main one and all its subagents'."""
+        if subpath is None:
+            self._write(lambda conn: conn.execute(
+                "DELETE FROM transcripts WHERE claude_session_id = ?", (claude_session_id,)))
+        else:
+            self._write(lambda conn: conn.execute(
+                "DELETE FROM transcripts WHERE claude_session_id = ? AND subpath = ?",
+                (claude_session_id, subpath)))
 
     # -- tasks -------------------------------------------------------------------
 
@@ -654,9 +735,12 @@ class Store:
                 done["task_ids"].append(r["id"])
                 sessions.add(r["session_id"])
             for session_id in sessions:
-                done["sessions"] += conn.execute(
+                gone = conn.execute(
                     "DELETE FROM sessions WHERE id = ? AND NOT EXISTS"
                     " (SELECT 1 FROM tasks WHERE session_id = ?)", (session_id, session_id)).rowcount
+                if gone:  # its conversation's mirrored transcript goes with it
+                    conn.execute("DELETE FROM transcripts WHERE session_id = ?", (session_id,))
+                done["sessions"] += gone
             return more, done
 
         more = True
@@ -777,6 +861,16 @@ def _append_capped(conn: sqlite3.Connection, task_id: str, type: str, payload: d
         raise EventCapError(f"the task reached the limit of {cap} logged events (SCOUT_MAX_EVENTS_PER_TASK); "
                             f"its log takes no more, so it was stopped")
     return _append(conn, task_id, type, payload, now)
+
+
+def _insert_transcript(conn: sqlite3.Connection, session_id: str, claude_session_id: str, subpath: str,
+                       entries: list[dict[str, Any]]) -> None:
+    """Insert transcript lines in order, skipping those whose uuid is already stored there."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO transcripts (session_id, claude_session_id, subpath, uuid, entry)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(session_id, claude_session_id, subpath, e.get("uuid") if isinstance(e.get("uuid"), str) else None,
+          json.dumps(e, separators=(",", ":"))) for e in entries])
 
 
 def _split_sql(script: str) -> list[str]:

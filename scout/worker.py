@@ -19,7 +19,8 @@ from claude_agent_sdk import (
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
-from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Store, Task
+from .mirror import ScoutSessionStore, history_available
+from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Session, Store, Task
 
 APPROVAL_POLL_SECONDS = 0.1
 
@@ -37,12 +38,37 @@ def run(spec: dict[str, Any]) -> int:
     try:
         asyncio.run(_drive(store, task, spec))
         return 0
+    except HistoryLost as exc:  # the session is over: later messages to it are refused at once
+        print(f"scout worker: {exc}", file=sys.stderr, flush=True)
+        store.mark_history_lost(task.session_id, str(exc))
+        store.transition(task.id, FAILED, ACTIVE, error=str(exc), unless_stop_requested=True)
+        return 1
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         store.transition(task.id, FAILED, ACTIVE, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
         store.close()
+
+
+class HistoryLost(Exception):
+    """The session's earlier conversation is gone: neither Claude Code's file nor Scout's copy."""
+
+
+def history_lost_message(session: Session) -> str:
+    return (f"session {session.id} cannot be continued: its earlier conversation (Claude Code session "
+            f"{session.claude_session_id}) is gone: Claude Code's transcript file was deleted and Scout "
+            f"holds no copy of it. Start a new session (send without session_id).")
+
+
+def check_history(store: Store, session: Session | None) -> None:
+    """Raise HistoryLost unless the session is new or its conversation can be resumed."""
+    if session is None:
+        return
+    if session.history_lost:
+        raise HistoryLost(session.history_lost)
+    if session.claude_session_id and not history_available(store, session.claude_session_id):
+        raise HistoryLost(history_lost_message(session))
 
 
 def _describe(exc: BaseException) -> str:
@@ -54,6 +80,7 @@ def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgent
     """Translate a task's resolved options (mode, overrides, session) into the SDK's."""
     opts = task.options
     session = store.get_session(task.session_id)
+    check_history(store, session)
     append = "\n\n".join(p for p in (opts.get("mode_prompt"), opts.get("append_system_prompt")) if p)
     system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
     if append:
@@ -72,6 +99,10 @@ def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgent
         cli_path=spec.get("claude_path"),
         can_use_tool=_approver(store, task, spec),
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
+        # Every transcript line also goes to Scout's log as Claude Code writes it ("eager"),
+        # and resume restores the conversation from there when Claude Code's file is gone.
+        session_store=ScoutSessionStore(store, task.session_id),
+        session_store_flush="eager",
     )
 
 

@@ -1,0 +1,117 @@
+"""History that cannot be lost: conversations outlive Claude Code's own transcript files,
+and the log survives fills, locks and backups. Real servers, the real CLI, the scripted model."""
+from __future__ import annotations
+
+import glob
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, ScoutServer
+
+
+def transcript_files(home: Path) -> list[str]:
+    return glob.glob(str(home / ".claude" / "projects" / "*" / "*.jsonl"))
+
+
+def delete_transcripts(home: Path) -> int:
+    """Delete Claude Code's transcript files, as its cleanupPeriodDays sweep would."""
+    files = transcript_files(home)
+    for path in files:
+        Path(path).unlink()
+    return len(files)
+
+
+# -- transcripts in Scout's log ----------------------------------------------------------
+
+def test_conversation_outlives_its_transcript_files_and_its_home(make_server, scout_env, tmp_path: Path):
+    home = Path(scout_env["HOME"])
+    server = make_server()
+    turns = ["my name is Ada", "I live in Paris"]
+    for i, text in enumerate(turns):
+        task = server.chat(text, session_id="talk")
+        assert server.wait(task)["status"] == "completed"
+        deleted = delete_transcripts(home)  # as Claude Code's own cleanup would, after each turn
+        # The first turn's file was Claude Code's own; later turns resume from Scout's copy,
+        # put in a temporary directory for the CLI, so nothing is left under HOME.
+        assert deleted == 1 if i == 0 else deleted == 0
+    third = server.wait(server.chat("ECHO-HISTORY what do you know?", session_id="talk"))
+    assert third["status"] == "completed", third["error"]
+    assert third["result"]["text"] == "my name is Ada | I live in Paris | ECHO-HISTORY what do you know?"
+    delete_transcripts(home)
+    server.stop()
+
+    # The same log under another HOME: no transcript file of this conversation at all.
+    other = tmp_path / "other-home"
+    other.mkdir()
+    moved = make_server(HOME=str(other))
+    fourth = moved.wait(moved.chat("ECHO-HISTORY and now?", session_id="talk"))
+    assert fourth["status"] == "completed", fourth["error"]
+    assert fourth["result"]["text"] == ("my name is Ada | I live in Paris | ECHO-HISTORY what do you know? | "
+                                        "ECHO-HISTORY and now?")
+    assert moved.get("/sessions/talk").json()["can_continue"] is True
+
+
+def scout_cli(server: ScoutServer, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOUT_")}
+    env.update(PYTHONPATH=str(ROOT), SCOUT_URL=server.url, NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "scout.cli", *args], cwd=str(cwd), env=env,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_a_session_whose_history_is_gone_says_so_and_is_not_offered_again(make_server, scout_env, tmp_path):
+    home = Path(scout_env["HOME"])
+    server = make_server()
+    assert server.wait(server.chat("remember 42", session_id="gone"))["status"] == "completed"
+    second = scout_cli(server, "ask", "--session", "gone", "and 43", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "continue this conversation: scout ask --session gone" in second.stdout
+    # Lose both copies: Claude Code's file, and Scout's (as for a session from before Scout kept one).
+    delete_transcripts(home)
+    conn = sqlite3.connect(server.db, timeout=30)
+    with conn:
+        conn.execute("DELETE FROM transcripts")
+    conn.close()
+    third = scout_cli(server, "ask", "--session", "gone", "ECHO-HISTORY still there?", cwd=tmp_path)
+    assert third.returncode != 0 and "cannot be continued" in third.stdout + third.stderr
+    assert "continue this conversation" not in third.stdout  # no longer offered
+    doc = server.get("/tasks", params={"session_id": "gone", "limit": 1}).json()["tasks"][0]
+    assert doc["status"] == "failed"
+    assert "session gone cannot be continued" in doc["error"] and "No conversation found" not in doc["error"]
+    session = server.get("/sessions/gone").json()
+    assert session["can_continue"] is False and "cannot be continued" in session["history_lost"]
+    listed = [s for s in server.get("/sessions").json()["sessions"] if s["session_id"] == "gone"]
+    assert listed[0]["can_continue"] is False
+    # A further message to it is refused at once, with the reason; a new session works.
+    resp = server.post("/chat", json={"message": "hello?", "session_id": "gone"})
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "session_ended"
+    assert "cannot be continued" in resp.json()["error"]["message"]
+    shown = scout_cli(server, "session", "gone", cwd=tmp_path)
+    assert "cannot be continued" in shown.stdout
+    fresh = server.wait(server.chat("a new start"))
+    assert fresh["status"] == "completed"
+
+
+def test_deleting_a_session_or_pruning_it_removes_its_transcript(make_server):
+    server = make_server()
+    kept, dropped, pruned = (server.chat(f"hello {n}", session_id=n) for n in ("kept", "dropped", "pruned"))
+    for task in (kept, dropped, pruned):
+        assert server.wait(task)["status"] == "completed"
+
+    def stored() -> dict[str, int]:
+        conn = sqlite3.connect(server.db, timeout=30)
+        try:
+            return dict(conn.execute("SELECT session_id, COUNT(*) FROM transcripts GROUP BY session_id"))
+        finally:
+            conn.close()
+
+    assert set(stored()) == {"kept", "dropped", "pruned"}
+    assert server.delete("/sessions/dropped").status_code == 200
+    conn = sqlite3.connect(server.db, timeout=30)
+    with conn:
+        conn.execute("UPDATE tasks SET finished_at = finished_at - 40 * 86400 WHERE id = ?", (pruned,))
+    conn.close()
+    assert server.post("/admin/prune", json={"older_than_days": 30}).json()["deleted_sessions"] == 1
+    assert set(stored()) == {"kept"}
