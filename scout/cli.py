@@ -632,6 +632,12 @@ def cmd_prune(client: ScoutClient, args: argparse.Namespace) -> int:
         sessions = f", {res['deleted_sessions']} sessions" if res.get("deleted_sessions") is not None else ""
         print(f"deleted {res.get('deleted_tasks', 0)} tasks{sessions} and {res.get('deleted_events', 0)} events "
               f"finished more than {days:g} days ago")
+    if res.get("database_full"):
+        none = f"nothing finished more than {days:g} days ago was left to delete; " if not res.get("deleted_tasks") else ""
+        sys.stderr.write(f"scout: the database is still full: {none}delete younger tasks with "
+                         f"`scout prune --older-than N` with a smaller N (0: every finished task), "
+                         f"or raise SCOUT_DB_MAX_MB\n")
+        return EXIT_ERROR
     return EXIT_OK
 
 

@@ -251,7 +251,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
         "PruneRequest": {"type": "object", "additionalProperties": False, "properties": {
             "older_than_days": _nullable({"type": "number", "minimum": 0, "maximum": 1e6})}},
         "PruneResult": _obj({"deleted_tasks": INT, "deleted_events": INT, "deleted_sessions": INT,
-                             "freed_bytes": INT}),
+                             "freed_bytes": INT,
+                             "database_full": {"type": "boolean", "description": "still out of room afterwards "
+                                               "(SCOUT_DB_MAX_MB or the disk): prune younger tasks or raise the cap"}}),
         "ModeList": _obj({"default": STR, "modes": {"type": "array", "items": _ref("Mode")}}),
         "Health": _obj({
             "status": {"type": "string", "enum": ["ok", "degraded"]},

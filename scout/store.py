@@ -110,6 +110,11 @@ _MIGRATIONS: list[str] = [
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
+# What to do when the log cannot grow: said by /health, by failed writes and by `scout prune`.
+FULL_REMEDY = ("free space with `scout prune --older-than N` (deletes tasks finished more than N days ago) "
+               "or raise SCOUT_DB_MAX_MB")
+
+
 class StoreError(Exception):
     """The database cannot do what was asked (unreadable, read-only, full, corrupt)."""
 
@@ -273,6 +278,8 @@ class Store:
             raise
         except sqlite3.Error as exc:
             self.last_write_error = f"database error: {exc}"
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                self.last_write_error += f"; {FULL_REMEDY}"
             raise StoreError(self.last_write_error) from exc
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
@@ -287,6 +294,10 @@ class Store:
         """Bring the file up to SCHEMA_VERSION; returns the version it had before."""
         conn = self._conn()
         try:
+            if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+                # A new file: incremental vacuum must be chosen before the first table exists.
+                # It lets every prune give its space back without rewriting the file (VACUUM).
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             conn.execute("PRAGMA journal_mode = WAL")
             before = conn.execute("PRAGMA user_version").fetchone()[0]
             if before > SCHEMA_VERSION:
@@ -323,14 +334,24 @@ class Store:
         self._write(probe, probe=True)
         if self.last_write_error:
             raise StoreError(self.last_write_error)
+        problem = self.space_problem()
+        if problem:
+            raise StoreError(problem)
+
+    def space_problem(self) -> str | None:
+        """Why the log is (nearly) out of room, with the remedy; None while it has room.
+        Free pages inside the file count as room: new rows reuse them."""
         if self.max_bytes:
-            page, used, cap = (self._read(f"PRAGMA {p}")[0][0]
-                               for p in ("page_size", "page_count", "max_page_count"))
-            if (cap - used) * page < max(256 * 1024, self.max_bytes // 20):
-                raise StoreError(f"database is full: it has reached SCOUT_DB_MAX_MB ({self.max_bytes // 2**20} MB)")
-        free = shutil.disk_usage(os.path.dirname(self.path)).free
-        if free < 16 * 2**20:
-            raise StoreError(f"disk is full: {free // 1024} kB free where the database lives")
+            page, used, cap, free = (self._read(f"PRAGMA {p}")[0][0]
+                                     for p in ("page_size", "page_count", "max_page_count", "freelist_count"))
+            if (cap - used + free) * page < max(256 * 1024, self.max_bytes // 20):
+                return (f"database is full: it has reached SCOUT_DB_MAX_MB ({self.max_bytes / 2**20:g} MB); "
+                        f"{FULL_REMEDY}")
+        disk = shutil.disk_usage(os.path.dirname(self.path)).free
+        if disk < 16 * 2**20:
+            return (f"disk is full: {disk // 1024} kB free where the database lives; free disk space, or "
+                    f"delete old tasks with `scout prune --older-than N`")
+        return None
 
     def size_bytes(self) -> int:
         total = 0
@@ -753,18 +774,21 @@ class Store:
     def compact(self, vacuum_fraction: float = 0.1, vacuum: bool = True) -> dict[str, Any]:
         """Give free pages back to the disk and empty the WAL file.
 
-        An incremental-vacuum database frees its free pages; any other is VACUUMed (and
-        switched to incremental vacuum) once free pages are `vacuum_fraction` of it, if
-        `vacuum` allows (VACUUM holds the write lock for as long as it copies the file).
+        An incremental-vacuum database (every one Scout creates) frees all its free pages;
+        any other is VACUUMed (and switched to incremental vacuum) once free pages are
+        `vacuum_fraction` of it, if `vacuum` allows (VACUUM holds the write lock for as
+        long as it copies the file).
         """
         conn = self._conn()
         try:
             auto, free, pages = (conn.execute(f"PRAGMA {p}").fetchone()[0]
                                  for p in ("auto_vacuum", "freelist_count", "page_count"))
             vacuumed = False
-            if auto == 2:
-                conn.execute("PRAGMA incremental_vacuum").fetchall()
-            elif vacuum and free and free >= pages * vacuum_fraction:
+            if auto == 2 and free:
+                # With a page count, and run to completion: Python's execute() steps a
+                # statement once, and each step of incremental_vacuum frees one page.
+                conn.executescript(f"PRAGMA incremental_vacuum({free});")
+            elif auto != 2 and vacuum and free and free >= pages * vacuum_fraction:
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("VACUUM")
                 vacuumed = True

@@ -115,3 +115,57 @@ def test_deleting_a_session_or_pruning_it_removes_its_transcript(make_server):
     conn.close()
     assert server.post("/admin/prune", json={"older_than_days": 30}).json()["deleted_sessions"] == 1
     assert set(stored()) == {"kept"}
+
+
+# -- space comes back every time ----------------------------------------------------------
+
+def fill_until_full(server: ScoutServer) -> list[str]:
+    """Post tasks with big messages until the capped log refuses one; stop them all (they
+    end cancelled, so they can be pruned) and return their ids."""
+    filler = "x" * 60_000
+    ids = []
+    for i in range(200):
+        resp = server.post("/chat", json={"message": f"{filler} {i}", "mode": "Plan"})
+        if resp.status_code != 202:
+            break
+        ids.append(resp.json()["task_id"])
+    assert resp.status_code == 503 and "full" in resp.json()["error"]["message"], resp.text
+    assert len(ids) >= 5
+    health = server.get("/health")
+    assert health.status_code == 503
+    error = health.json()["database"]["error"]
+    assert "full" in error and "scout prune --older-than N" in error and "SCOUT_DB_MAX_MB" in error
+    for task_id in ids:
+        server.post(f"/chat/{task_id}/stop")
+    for task_id in ids:
+        assert server.wait(task_id)["status"] in ("cancelled", "completed", "failed")
+    return ids
+
+
+def test_fill_prune_fill_prune_shrinks_the_file_both_times(make_server, tmp_path):
+    server = make_server(SCOUT_DB_MAX_MB="2", SCOUT_MAX_WORKERS="1")
+    first = fill_until_full(server)
+    # Nothing is 30 days old: `scout prune` deletes nothing and says what to do instead.
+    advice = scout_cli(server, "prune", cwd=tmp_path)
+    assert advice.returncode == 2, advice.stdout + advice.stderr
+    assert "deleted 0 tasks" in advice.stdout
+    assert "still full" in advice.stderr and "nothing finished more than 30 days ago" in advice.stderr
+    assert "--older-than" in advice.stderr and "SCOUT_DB_MAX_MB" in advice.stderr
+
+    for round_, ids in enumerate((first, None)):
+        if ids is None:
+            ids = fill_until_full(server)
+        full_size = server.get("/health").json()["database"]["size_bytes"]
+        res = server.post("/admin/prune", json={"older_than_days": 0}).json()
+        assert res["deleted_tasks"] == len(ids) and res["database_full"] is False, (round_, res)
+        health = server.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok", (round_, health.json()["database"].get("error"))
+        size = health.json()["database"]["size_bytes"]
+        assert size < full_size / 2, (round_, full_size, size)  # the file itself shrank
+        conn = sqlite3.connect(server.db, timeout=30)
+        try:
+            assert conn.execute("PRAGMA freelist_count").fetchone()[0] < 16, round_
+        finally:
+            conn.close()
+    done = server.wait(server.chat("still working?"))
+    assert done["status"] == "completed", done["error"]
