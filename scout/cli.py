@@ -45,6 +45,7 @@ PASSTHROUGH = {
     "up": ("scout.launcher", "start the API server and the web UI together"),
     "serve": ("scout.server", "run the API server (python -m scout.server)"),
     "ui": ("scout.ui", "run the Gradio web UI"),
+    "backup": ("scout.backup", "copy the database to a file, also while tasks run (reads SCOUT_DB)"),
 }
 
 

@@ -82,7 +82,8 @@ ERROR_CODES = {
     413: "The message is longer than SCOUT_MAX_MESSAGE_BYTES, or the body far too large.",
     415: "The body is not sent as application/json.",
     429: "Too many tasks are pending (SCOUT_MAX_PENDING); retry after Retry-After seconds.",
-    503: "The database cannot be used (unreadable, read-only, full).",
+    503: "The database cannot be used (database_unavailable: unreadable, read-only, full), or another "
+         "process holds its write lock (database_busy, with Retry-After).",
 }
 
 
@@ -97,6 +98,9 @@ def _error(status: int, description: str | None = None) -> dict[str, Any]:
     if status == 429:
         resp["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "required": True,
                                            "description": "seconds to wait before trying again"}}
+    if status == 503:
+        resp["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "required": False,
+                                           "description": "with database_busy: seconds to wait before trying again"}}
     return resp
 
 

@@ -25,7 +25,7 @@ from .config import ConfigError, Settings
 from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
 from .notify import LogWatcher
-from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreError, Task
+from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreBusy, StoreError, Task
 from .supervisor import Supervisor, install_shutdown_handlers, make_undumpable, program_version
 from .validate import (SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, check_webhook_url,
                        int_arg, session_cursor)
@@ -34,6 +34,9 @@ from .openapi import openapi as openapi_blueprint
 
 log = logging.getLogger("scout.server")
 PUBLIC_ENDPOINTS = {"api.health", "openapi.document"}
+# How long a request waits for another process's write lock before answering 503
+# database_busy (and /health reports the lock): a worker holds it for milliseconds.
+REQUEST_BUSY_TIMEOUT = 1.0
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Scout:
         self.watcher.stop()
         for stop in self.on_close:
             stop()
+        self.supervisor.store.close()
         self.store.close()
 
 
@@ -470,12 +474,16 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_bytes)  # a JSON 413 past it
     app.url_map.merge_slashes = False  # "//x" is a JSON 404, not a redirect with an HTML body
     app.json.sort_keys = False
-    store = Store(settings.db, max_bytes=settings.db_max_bytes)
+    store = Store(settings.db, max_bytes=settings.db_max_bytes, busy_timeout=REQUEST_BUSY_TIMEOUT)
     integrity = store.integrity_check()
     if integrity != "ok":
         raise StoreError(f"database integrity check failed: {integrity}")
     watcher = LogWatcher(store, encode=sse_frame)
-    supervisor = Supervisor(store, settings, on_change=watcher.touch)
+    # The supervisor's writes (a task's start and ending) must happen: they wait out another
+    # process's lock as long as a task may stay idle, where requests answer 503 after a second.
+    patient = Store(settings.db, max_bytes=settings.db_max_bytes, migrate=False,
+                    busy_timeout=max(REQUEST_BUSY_TIMEOUT, settings.idle_timeout))
+    supervisor = Supervisor(patient, settings, on_change=watcher.touch)
     state = Scout(settings, store, supervisor, watcher, load_modes(settings.modes_file))
     app.extensions["scout"] = state
     app.register_blueprint(api)
@@ -521,6 +529,8 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
 
     @app.errorhandler(StoreError)
     def store_error(err: StoreError):
+        if isinstance(err, StoreBusy):
+            return _error_response(ApiError(503, "database_busy", str(err), headers={"Retry-After": "2"}))
         return _error_response(ApiError(503, "database_unavailable", str(err)))
 
     @app.errorhandler(Exception)

@@ -119,6 +119,10 @@ class StoreError(Exception):
     """The database cannot do what was asked (unreadable, read-only, full, corrupt)."""
 
 
+class StoreBusy(StoreError):
+    """Another connection held the write lock for longer than this Store waits (busy_timeout)."""
+
+
 class EventCapError(StoreError):
     """A task has logged as many events as SCOUT_MAX_EVENTS_PER_TASK allows."""
 
@@ -208,6 +212,9 @@ class Store:
     def __init__(self, path: str, busy_timeout: float = 30.0, migrate: bool = True,
                  max_bytes: int | None = None) -> None:
         self.path = os.path.abspath(path)
+        # How long a write waits for another connection's write lock before StoreBusy: short
+        # where someone waits for an answer (an HTTP request), as long as a task may stay idle
+        # where the write must happen (a worker logging, the supervisor settling a task).
         self.busy_timeout = busy_timeout
         self.max_bytes = max_bytes  # a size cap: past it, writes fail as on a full disk
         self.last_write_error: str | None = None  # the latest failed write, until one succeeds
@@ -266,26 +273,39 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 out = fn(conn, *args)
+                conn.execute("COMMIT")
             except BaseException:
-                if conn.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
-                    conn.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (SQLITE_FULL), not on all: a
+                # failed COMMIT would otherwise keep the write lock, and every writer waiting.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
-            conn.execute("COMMIT")
             if not probe:
                 self.last_write_error = None
             return out
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
+            if _busy(exc):  # not a failure of the database: it answers once the lock is released
+                raise StoreBusy(self.busy_message()) from exc
             self.last_write_error = f"database error: {exc}"
             if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
                 self.last_write_error += f"; {FULL_REMEDY}"
             raise StoreError(self.last_write_error) from exc
 
+    def busy_message(self) -> str:
+        return (f"database is locked: another process has held its write lock for over "
+                f"{self.busy_timeout:g} s; running tasks wait for it and go on when it is released")
+
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
             return self._conn().execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as exc:
+            if _busy(exc):
+                raise StoreBusy(self.busy_message()) from exc
             raise StoreError(f"database error: {exc}") from exc
 
     # -- schema ------------------------------------------------------------------
@@ -352,6 +372,22 @@ class Store:
             return (f"disk is full: {disk // 1024} kB free where the database lives; free disk space, or "
                     f"delete old tasks with `scout prune --older-than N`")
         return None
+
+    def backup(self, path: str) -> None:
+        """Write a consistent copy of the whole log to `path` (a new file) while others write.
+
+        SQLite's online backup API, in one step: the copy is the database as of one read
+        transaction, which in WAL mode does not block writers (a stepwise copy would restart
+        whenever another connection writes, and might never finish under a busy log)."""
+        try:
+            target = sqlite3.connect(path, isolation_level=None)
+            try:
+                self._conn().backup(target, pages=-1)
+                target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+            finally:
+                target.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"backup to {path} failed: {exc}") from exc
 
     def size_bytes(self) -> int:
         total = 0
@@ -885,6 +921,14 @@ def _append_capped(conn: sqlite3.Connection, task_id: str, type: str, payload: d
         raise EventCapError(f"the task reached the limit of {cap} logged events (SCOUT_MAX_EVENTS_PER_TASK); "
                             f"its log takes no more, so it was stopped")
     return _append(conn, task_id, type, payload, now)
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Did SQLite give up waiting for a lock another connection holds (SQLITE_BUSY/LOCKED)?"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _insert_transcript(conn: sqlite3.Connection, session_id: str, claude_session_id: str, subpath: str,

@@ -43,7 +43,7 @@ import psutil
 import setproctitle
 
 from .config import Settings
-from .store import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, Store, StoreError, Task
+from .store import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING, Store, StoreBusy, StoreError, Task
 
 log = logging.getLogger("scout.supervisor")
 
@@ -542,6 +542,8 @@ class Supervisor:
         try:
             if not self.store.transition(task.id, RUNNING, (PENDING,)):
                 return  # stopped or deleted meanwhile
+        except StoreBusy:
+            return  # another process holds the lock: the task stays pending, tried again later
         except StoreError as exc:
             self.store.transition(task.id, FAILED, (PENDING,), error=f"could not start: {exc}")
             self.on_change(task.id)
@@ -551,6 +553,7 @@ class Supervisor:
         with self._lock:
             self._workers[task.id] = proc
         spec = {"task_id": task.id, "db": self.store.path, "db_max_bytes": self.store.max_bytes,
+                "busy_timeout": self.settings.idle_timeout,
                 "nice": self.settings.task_nice,
                 "claude_path": self.settings.claude_path,
                 "approval_timeout": self.settings.approval_timeout,

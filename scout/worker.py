@@ -30,7 +30,9 @@ warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 def run(spec: dict[str, Any]) -> int:
     """Run the task named in spec ({"task_id", "db", "claude_path", "approval_timeout"})."""
-    store = Store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"))
+    # A write that meets another process's lock waits for it, up to the task's idle limit.
+    store = Store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"),
+                  busy_timeout=spec.get("busy_timeout", 30.0))
     store.max_events_per_task = spec.get("max_events_per_task")  # past it: EventCapError, the task fails
     task = store.get_task(spec["task_id"])
     if task is None or task.status not in ACTIVE or task.stop_requested:
