@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: setup setup-test run serve test bench clean
+.PHONY: setup setup-test run serve test test-fast lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,24 @@ run: $(STAMP)
 serve: $(STAMP)
 	$(PY) -m scout.server
 
-## make test: set up and run every test (pytest's "no tests collected" counts as failure here
-## only if it is not exit 5; see .ci/run)
-test: $(TSTAMP)
-	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+# The fast layer: no server, no Claude Code; the rules, the store contract, the event fold,
+# the worker spec and the module layers, in seconds.
+FAST_TESTS := tests/test_vocab.py tests/test_store_contract.py tests/test_reducer.py \
+              tests/test_taskspec.py tests/test_layers.py
+
+## make test-fast: the fast layer alone (seconds)
+test-fast: $(TSTAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(FAST_TESTS)
+
+## make lint: ruff and mypy on scout/ (versions pinned in constraints.txt)
+lint: $(TSTAMP)
+	$(PY) -m ruff check scout/
+	$(PY) -m mypy
+
+## make test: set up, lint, run the fast layer, then every other test (pytest's "no tests
+## collected" counts as failure here only if it is not exit 5; see .ci/run)
+test: lint test-fast
+	$(PY) -m pytest -q -p no:cacheprovider $(addprefix --ignore=,$(FAST_TESTS)); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 bench: $(STAMP)
 	$(PY) -m bench

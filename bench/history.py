@@ -2,7 +2,7 @@
 
 The database is filled through the Store's public methods (create_task, append_event,
 transition; it has no bulk insert) before the server starts; every task ends completed
-so the supervisor leaves them alone. Then, against the server:
+(by way of running: the store allows only the legal moves) so the supervisor leaves them alone. Then, against the server:
 
 * GET /chat/{id}/status (with its 10,000 events) and GET /chat/{id}/stream (replaying
   them): time to the first byte on a new connection, and to the end of the answer;
@@ -19,7 +19,8 @@ from .harness import Context, Result, summary_ms, ttfb
 
 
 def fill(db: str, tasks: int, events: int, cwd: str) -> tuple[str, float, float]:
-    from scout.store import COMPLETED, PENDING, RUNNING, Store
+    from scout.store import Store
+    from scout.vocab import COMPLETED, RUNNING
 
     store = Store(db)
     try:
@@ -29,11 +30,12 @@ def fill(db: str, tasks: int, events: int, cwd: str) -> tuple[str, float, float]
                   "num_turns": 1, "total_cost_usd": 0.01}
         for i in range(tasks - 1):
             task = store.create_task(f"task {i}: a message of a realistic length, asking for something", options)
-            store.transition(task.id, COMPLETED, (PENDING,), result=result)
+            store.transition(task.id, RUNNING)
+            store.transition(task.id, COMPLETED, result=result)
         tasks_s = time.time() - t0
         t0 = time.time()
         big = store.create_task("the one with a long history", options)
-        store.transition(big.id, RUNNING, (PENDING,))
+        store.transition(big.id, RUNNING)
         for i in range(events - 3):
             if i % 100 == 99:
                 store.append_event(big.id, "tool_use", {"id": f"toolu_{i}", "name": "Bash",
@@ -41,7 +43,7 @@ def fill(db: str, tasks: int, events: int, cwd: str) -> tuple[str, float, float]
             else:
                 store.append_event(big.id, "text_delta", {"text": f"word{i} ", "parent_tool_use_id": None})
         store.append_event(big.id, "result", result)
-        store.transition(big.id, COMPLETED, (RUNNING,), result=result)
+        store.transition(big.id, COMPLETED, result=result)
         return big.id, tasks_s, time.time() - t0
     finally:
         store.close()

@@ -48,13 +48,15 @@ def run(ctx: Context) -> Result:
     res = Result("ingest", params={"writers": writers, "events_per_writer": per, "payload": "text_delta"})
     scratch = ctx.scratch("ingest")
     try:
-        from scout.store import COMPLETED, PENDING, Store
+        from scout.store import Store
+        from scout.vocab import COMPLETED, RUNNING
 
         store = Store(scratch.db)
         ids = []
         for i in range(writers):
             task = store.create_task(f"ingest {i}", {"cwd": scratch.cwd})
-            store.transition(task.id, COMPLETED, (PENDING,))
+            store.transition(task.id, RUNNING)
+            store.transition(task.id, COMPLETED)
             ids.append(task.id)
         store.close()
         server = scratch.server()
@@ -77,7 +79,7 @@ def run(ctx: Context) -> Result:
         for tid in ids:
             n, distinct, top = conn.execute(
                 "SELECT COUNT(*), COUNT(DISTINCT seq), MAX(seq) FROM events WHERE task_id = ?", (tid,)).fetchone()
-            expected = per + 2  # + the pending and completed status events
+            expected = per + 3  # + the pending, running and completed status events
             lost += max(0, expected - distinct)
             dup += n - distinct
             if top != n:

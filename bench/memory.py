@@ -97,14 +97,15 @@ def db_files(proc: psutil.Process, db: str) -> dict[str, int]:
 
 def seed_finished(db: str, count: int, cwd: str) -> list[str]:
     """`count` completed tasks with a realistic little log each, through the Store."""
-    from scout.store import COMPLETED, PENDING, RUNNING, Store
+    from scout.store import Store
+    from scout.vocab import COMPLETED, RUNNING
 
     store = Store(db)
     ids = []
     try:
         for i in range(count):
             task = store.create_task(f"seeded task {i}", {"mode": "Scout", "cwd": cwd})
-            store.transition(task.id, RUNNING, (PENDING,))
+            store.transition(task.id, RUNNING)
             store.append_event(task.id, "system", {"subtype": "init", "session_id": f"s{i}"})
             for w in range(6):
                 store.append_event(task.id, "text_delta", {"text": f"word{w} ", "parent_tool_use_id": None})
@@ -112,7 +113,7 @@ def seed_finished(db: str, count: int, cwd: str) -> list[str]:
             summary = {"text": "ECHO: seeded", "subtype": "success", "is_error": False, "duration_ms": 20,
                        "num_turns": 1, "total_cost_usd": 0.01, "usage": {"input_tokens": 10}}
             store.append_event(task.id, "result", summary)
-            store.transition(task.id, COMPLETED, (RUNNING,), result=summary)
+            store.transition(task.id, COMPLETED, result=summary)
             ids.append(task.id)
     finally:
         store.close()

@@ -13,13 +13,23 @@ import argparse
 import os
 import sqlite3
 import sys
+from dataclasses import dataclass
 
 from .config import ConfigError, Settings
 from .store import Store, StoreError
 
 
-def backup(db: str, path: str, force: bool = False) -> dict[str, object]:
-    """Copy the database `db` to `path`; returns {path, bytes, integrity}. Raises StoreError."""
+@dataclass(frozen=True)
+class Backup:
+    """A finished backup: where it is, how big, and its integrity check's answer."""
+
+    path: str
+    size: int
+    integrity: str
+
+
+def backup(db: str, path: str, force: bool = False) -> Backup:
+    """Copy the database `db` to `path` (a new file, or --force). Raises StoreError."""
     path = os.path.abspath(path)
     if not os.path.exists(db):
         raise StoreError(f"there is no database at {db} (set SCOUT_DB or pass --db)")
@@ -43,7 +53,7 @@ def backup(db: str, path: str, force: bool = False) -> dict[str, object]:
         store.close()
         if os.path.exists(partial):
             os.unlink(partial)
-    return {"path": path, "bytes": os.path.getsize(path), "integrity": integrity}
+    return Backup(path, os.path.getsize(path), integrity)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StoreError, OSError) as exc:
         print(f"scout backup: {exc}", file=sys.stderr)
         return 2
-    print(f"backed up {db} to {out['path']} ({int(out['bytes']) / 2**20:.1f} MB, integrity {out['integrity']})")
+    print(f"backed up {db} to {out.path} ({out.size / 2**20:.1f} MB, integrity {out.integrity})")
     return 0
 
 

@@ -28,16 +28,17 @@ import shutil
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Generator, TextIO
 
 if TYPE_CHECKING:  # imported for real only when a command runs (see run_command)
     from .client import ScoutClient, SSEEvent
 
-from .transcript import (fmt_cost, fmt_duration, fmt_time, result_content, result_line, session_markdown,
+from .vocab import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, TERMINAL, WAITING,
+                    EventType)
+from .reducer import Approval, Denied, Problem, TaskFold, Text, Thinking, Tool
+from .transcript import (fmt_cost, fmt_duration, fmt_time, result_line, session_markdown,
                          task_duration, task_markdown, tool_summary)
 
-TERMINAL = ("completed", "failed", "cancelled")
-STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 EXIT_OK, EXIT_TASK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 RESULT_LINES = 6  # lines of a tool result shown while following a task
@@ -121,7 +122,7 @@ def resolve_session(client: ScoutClient, ref: str) -> str:
     return _one([s["session_id"] for s in sessions if s["session_id"].startswith(prefix)], "session", ref.strip())
 
 
-def follow(client: ScoutClient, task_id: str, after: int = 0) -> Iterator[SSEEvent]:
+def follow(client: ScoutClient, task_id: str, after: int = 0) -> Generator[SSEEvent, None, None]:
     """The task's events until its `end` event, resuming if the stream drops (for ~20 s)."""
     return client.stream(task_id, after, reconnect=8, reconnect_delay=0.5)
 
@@ -258,22 +259,28 @@ def age(ts: float | None, now: float | None = None) -> str:
     return f"{int(secs)}s"
 
 
-STATUS_STYLE = {"completed": ("green",), "failed": ("red",), "cancelled": ("yellow",),
-                "running": ("cyan",), "waiting": ("magenta",), "pending": ("dim",)}
-STATUS_MARK = {"completed": "✓", "failed": "✗", "cancelled": "■"}
+STATUS_STYLE: dict[str, tuple[str, ...]] = {COMPLETED: ("green",), FAILED: ("red",), CANCELLED: ("yellow",),
+                                         RUNNING: ("cyan",), WAITING: ("magenta",), PENDING: ("dim",)}
+STATUS_MARK: dict[str, str] = {COMPLETED: "✓", FAILED: "✗", CANCELLED: "■"}
 
 
 class EventRenderer:
-    """Turns a task's events into readable terminal lines, live or replayed."""
+    """Turns a task's events into readable terminal lines, live or replayed: each event is
+    folded (scout/reducer.py) and the part it added or changed is printed."""
 
     def __init__(self, out: Out, task_id: str, spinner: Spinner | None = None, live: bool = True):
         self.out = out
         self.live = live  # following as it happens (hints about what to do now make sense)
         self.task_id = task_id
         self.spinner = spinner
+        self.fold = TaskFold()
         self.streamed = ""  # text printed from deltas for the current block
+        self._streaming: Text | None = None  # the block those deltas belong to
         self.last_seq = 0
-        self.status: str | None = None
+
+    @property
+    def status(self) -> str | None:
+        return self.fold.status
 
     def _label(self, text: str) -> None:
         if self.spinner:
@@ -283,85 +290,97 @@ class EventRenderer:
         seq = event.get("seq")
         if isinstance(seq, int):
             self.last_seq = max(self.last_seq, seq)
-        etype = event.get("type")
-        p = event.get("payload") or {}
-        out, w = self.out, self.out.width
-        if etype == "text_delta":
-            text = str(p.get("text", ""))
-            self.streamed += text
-            out.write(text)
-            self._label("writing")
-        elif etype == "assistant":
-            text = str(p.get("text", ""))
-            if not self.streamed:
-                out.newline()
-                out.write(text)
-            elif text.startswith(self.streamed):
-                out.write(text[len(self.streamed):])
-            self.streamed = ""
-            out.newline()
-            self._label("thinking")
-        elif etype == "thinking":
-            text = str(p.get("text", ""))
-            if text.strip():
-                out.line(out.style("💭 " + short(text, w - 4), "dim"))
-        elif etype == "tool_use":
+        etype = str(event.get("type") or "")
+        payload = event.get("payload") or {}
+        part = self.fold.apply(etype, payload, seq if isinstance(seq, int) else None, event.get("time"))
+        if isinstance(part, Text):
+            self._text(part)
+        elif isinstance(part, Thinking):
+            if part.text.strip():
+                self.out.line(self.out.style("💭 " + short(part.text, self.out.width - 4), "dim"))
+        elif isinstance(part, Tool):
             self._end_text()
-            name = str(p.get("name") or "tool")
-            summary = tool_summary(name, p.get("input"), width=max(20, w - len(name) - 4))
-            out.line(out.style("⚙ ", "cyan") + out.style(name, "bold") + (f": {summary}" if summary else ""))
-            self._label(f"running {name}")
-        elif etype == "tool_result":
+            if part.done:
+                self._tool_result(part)
+                self._label("thinking")
+            else:
+                self._tool_call(part)
+        elif isinstance(part, Approval):
+            self._approval(part)
+        elif isinstance(part, Denied):
             self._end_text()
-            self._tool_result(p)
-            self._label("thinking")
-        elif etype == "approval_request":
+            reason = f": {part.reason}" if part.reason else ""
+            self.out.line(self.out.style("⛔ ", "red") + self.out.style(part.tool, "bold") + " was not allowed"
+                          + short(reason, self.out.width - 30))
+        elif isinstance(part, Problem):
             self._end_text()
-            name = str(p.get("tool") or "tool")
-            summary = tool_summary(name, p.get("input"), width=max(20, w - len(name) - 24))
-            out.line(out.style("⏸ ", "magenta") + out.style(name, "bold") + " needs approval"
-                     + (f": {summary}" if summary else ""))
-            if self.live:
-                out.line(out.style(f"  answer with: scout approve {self.task_id[:8]}   (or --deny)", "dim"))
-            self._label("waiting for approval")
-        elif etype == "approval":
-            allowed = p.get("decision") == "allow"
-            reason = f": {p['reason']}" if p.get("reason") else ""
-            out.line("  " + (out.style("✓ allowed", "green") if allowed else out.style("✗ denied", "red")) + reason)
-            self._label("running")
-        elif etype == "permission_denied":
-            self._end_text()
-            name = str(p.get("tool") or "tool")
-            reason = f": {p['reason']}" if p.get("reason") else ""
-            out.line(out.style("⛔ ", "red") + out.style(name, "bold") + " was not allowed" + short(reason, w - 30))
-        elif etype == "error":
-            self._end_text()
-            out.line(out.style("✗ error: ", "red") + str(p.get("message", "unknown error")))
-        elif etype == "status":
-            self.status = p.get("status")
-            labels = {"pending": "queued", "running": "starting", "waiting": "waiting for approval"}
+            self.out.line(self.out.style("✗ error: ", "red") + part.message)
+        elif etype == EventType.STATUS:
+            labels: dict[str | None, str] = {PENDING: "queued", RUNNING: "starting",
+                                             WAITING: "waiting for approval"}
             if self.status in labels:
                 self._label(labels[self.status])
-        elif etype == "result":
+        elif etype == EventType.RESULT:
             self._end_text()
-        elif etype == "system" and p.get("subtype") == "init":
+        elif etype == EventType.SYSTEM and payload.get("subtype") == "init":
             self._label("thinking")
+
+    def _text(self, part: Text) -> None:
+        """Print what is new of a text block: a delta as it comes, the rest once it is whole."""
+        out = self.out
+        if part is not self._streaming:
+            self._streaming, self.streamed = part, ""
+        if not part.final:
+            out.write(part.text[len(self.streamed):])
+            self.streamed = part.text
+            self._label("writing")
+            return
+        if not self.streamed:
+            out.newline()
+            out.write(part.text)
+        elif part.text.startswith(self.streamed):
+            out.write(part.text[len(self.streamed):])
+        self.streamed, self._streaming = "", None
+        out.newline()
+        self._label("thinking")
+
+    def _tool_call(self, tool: Tool) -> None:
+        out, w = self.out, self.out.width
+        summary = tool_summary(tool.name, tool.input, width=max(20, w - len(tool.name) - 4))
+        out.line(out.style("⚙ ", "cyan") + out.style(tool.name, "bold") + (f": {summary}" if summary else ""))
+        self._label(f"running {tool.name}")
+
+    def _approval(self, approval: Approval) -> None:
+        out, w = self.out, self.out.width
+        if approval.decision is not None:
+            allowed = approval.decision == "allow"
+            reason = f": {approval.reason}" if approval.reason else ""
+            out.line("  " + (out.style("✓ allowed", "green") if allowed else out.style("✗ denied", "red")) + reason)
+            self._label("running")
+            return
+        self._end_text()
+        summary = tool_summary(approval.tool, approval.input, width=max(20, w - len(approval.tool) - 24))
+        out.line(out.style("⏸ ", "magenta") + out.style(approval.tool, "bold") + " needs approval"
+                 + (f": {summary}" if summary else ""))
+        if self.live:
+            out.line(out.style(f"  answer with: scout approve {self.task_id[:8]}   (or --deny)", "dim"))
+        self._label("waiting for approval")
 
     def _end_text(self) -> None:
         self.streamed = ""
         self.out.newline()
 
-    def _tool_result(self, p: dict[str, Any]) -> None:
+    def _tool_result(self, tool: Tool) -> None:
         out, w = self.out, self.out.width
-        text = result_content(p.get("content")).rstrip("\n")
+        text = (tool.output or "").rstrip("\n")
         lines = text.splitlines() or [""]
         shown = lines[:RESULT_LINES]
-        colour = ("red",) if p.get("is_error") else ("dim",)
+        colour = ("red",) if tool.is_error else ("dim",)
         if not text.strip():
-            out.line(out.style("  (no output)" if not p.get("is_error") else "  ✗ (error, no output)", *colour))
+            out.line(out.style("  (no output)" if not tool.is_error else "  ✗ (error, no output)", *colour))
             return
         for i, line in enumerate(shown):
-            prefix = "  ✗ " if p.get("is_error") and i == 0 else "  "
+            prefix = "  ✗ " if tool.is_error and i == 0 else "  "
             out.line(out.style(prefix + clip_line(line, w - len(prefix)), *colour))
         if len(lines) > len(shown):
             out.line(out.style(f"  … {len(lines) - len(shown)} more lines", "dim"))
@@ -384,7 +403,7 @@ def _dump(obj: Any) -> None:
 
 
 def _status_exit(status: str | None) -> int:
-    return EXIT_OK if status == "completed" else EXIT_TASK_FAILED
+    return EXIT_OK if status == COMPLETED else EXIT_TASK_FAILED
 
 
 def _ask_stop(out: Out, client: ScoutClient, task_id: str) -> None:
@@ -477,7 +496,7 @@ def cmd_ask(client: ScoutClient, args: argparse.Namespace) -> int:
     try:
         status = follow_task(client, task_id, out, render=not args.json,
                              on_interrupt=lambda: _ask_stop(out, client, task_id),
-                             spinner_label="queued" if started.get("status") == "pending" else "waiting")
+                             spinner_label="queued" if started.get("status") == PENDING else "waiting")
     except Detach:
         out.newline()
         sys.stderr.write(f"scout: detached; task {task_id} keeps running "
@@ -581,7 +600,7 @@ def cmd_tasks(client: ScoutClient, args: argparse.Namespace) -> int:
     rows = [(t["task_id"][:8], t.get("status") or "", age(t.get("created_at"), now), t.get("mode") or "",
              t.get("message") or "") for t in tasks]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("ID", "STATUS", "AGE", "MODE"))]
-    head = "  ".join(h.ljust(w) for h, w in zip(("ID", "STATUS", "AGE", "MODE"), widths)) + "  MESSAGE"
+    head = "  ".join(h.ljust(w) for h, w in zip(("ID", "STATUS", "AGE", "MODE"), widths, strict=True)) + "  MESSAGE"
     out.line(out.style(head, "bold"))
     room = max(20, out.width - sum(widths) - 8 - 1)
     for r in rows:
@@ -634,7 +653,7 @@ def cmd_prune(client: ScoutClient, args: argparse.Namespace) -> int:
         print(f"deleted {res.get('deleted_tasks', 0)} tasks{sessions} and {res.get('deleted_events', 0)} events "
               f"finished more than {days:g} days ago")
     if res.get("database_full"):
-        none = f"nothing finished more than {days:g} days ago was left to delete; " if not res.get("deleted_tasks") else ""
+        none = "" if res.get("deleted_tasks") else f"nothing finished more than {days:g} days ago was left to delete; "
         sys.stderr.write(f"scout: the database is still full: {none}delete younger tasks with "
                          f"`scout prune --older-than N` with a smaller N (0: every finished task), "
                          f"or raise SCOUT_DB_MAX_MB\n")
@@ -710,7 +729,8 @@ def cmd_health(client: ScoutClient, args: argparse.Namespace) -> int:
     else:
         out = Out()
         ok = res.get("status") == "ok"
-        out.line(out.style(f"{res.get('status')}", "green" if ok else "red") + f"  Scout {res.get('version')} at {client.base_url}")
+        out.line(out.style(f"{res.get('status')}", "green" if ok else "red")
+                 + f"  Scout {res.get('version')} at {client.base_url}")
         tasks, workers, claude, db = (res.get(k) or {} for k in ("tasks", "workers", "claude", "database"))
         out.line(f"  tasks    running {tasks.get('running', 0)} · waiting {tasks.get('waiting', 0)} · "
                  f"pending {tasks.get('pending', 0)}")

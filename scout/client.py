@@ -24,16 +24,16 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator, cast
 
 import requests
 import requests.adapters
 
+from .vocab import END, TERMINAL
+
 __all__ = ["ScoutAPIError", "ScoutUnreachable", "SSEEvent", "ScoutClient", "DEFAULT_URL", "TERMINAL"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-#: Task statuses after which nothing more happens.
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 class ScoutAPIError(Exception):
@@ -100,7 +100,7 @@ class SSEEvent:
 
     @property
     def is_end(self) -> bool:
-        return self.type == "end"
+        return self.type == END
 
 
 def _reason(exc: BaseException) -> str:
@@ -272,7 +272,8 @@ class ScoutClient:
     # -- streaming --------------------------------------------------------------------
 
     def stream(self, task_id: str, last_event_id: int | None = None, *, reconnect: int = 3,
-               reconnect_delay: float = 1.0, until: Callable[[], bool] | None = None) -> Iterator[SSEEvent]:
+               reconnect_delay: float = 1.0,
+               until: Callable[[], bool] | None = None) -> Generator[SSEEvent, None, None]:
         """``GET /chat/{id}/stream``: the task's events as they are logged, then ``end``.
 
         Starts after ``last_event_id`` (0 or None replays the whole log). If the
@@ -328,7 +329,7 @@ class ScoutClient:
             with resp:
                 if resp.status_code >= 400:
                     raise self._error(resp)
-                lines = resp.iter_lines(decode_unicode=True)
+                lines = cast(Iterator[str], resp.iter_lines(decode_unicode=True))  # str: decode_unicode
                 if until is not None:
                     lines = _lines_until(lines, until)
                 try:

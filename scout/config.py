@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -123,10 +124,10 @@ class Settings:
         )
 
 
-DEFAULT_WEBHOOK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_WEBHOOK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 
 
-def _ops_settings(env: dict[str, str]) -> dict[str, object]:
+def _ops_settings(env: dict[str, str]) -> dict[str, Any]:
     """Retention, event cap, log format and webhook settings."""
     from .validate import webhook_url_problem
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import requests
 
-from .supervisor import install_shutdown_handlers, spawn_server, stop_servers
+from .serverproc import install_shutdown_handlers, spawn_server, stop_servers
 
 if TYPE_CHECKING:
     import subprocess

@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .store import ACTIVE, PENDING, STATUSES, StoreError
+from .store import StoreError
+from .vocab import ACTIVE, PENDING, STATUSES
 
 if TYPE_CHECKING:
-    from .server import Scout
+    from .state import Scout
 
 log = logging.getLogger("scout.metrics")
 

@@ -108,7 +108,8 @@ class LogWatcher:
                 if now == version:
                     continue
                 version = now
-                if self.encode is None:
+                encode = self.encode
+                if encode is None:
                     last_id, tasks = self.store.tasks_with_events_since(last_id)
                     rows = []
                 else:
@@ -125,12 +126,12 @@ class LogWatcher:
                 continue
             if tasks:
                 with self._lock:
-                    for _, task_id, seq, type_, at, payload in rows:
-                        if task_id in self._conds:
+                    for _, task_id, seq, type_, at, payload in rows:  # rows only when encoding
+                        if encode is not None and task_id in self._conds:
                             frames = self._frames.setdefault(task_id, [])
                             if frames and frames[-1][0] != seq - 1:
                                 frames.clear()  # never hand out a gap
-                            frames.append(self.encode(task_id, seq, type_, at, payload))
+                            frames.append(encode(task_id, seq, type_, at, payload))
                             if len(frames) > 4096:
                                 del frames[:2048]
                     for task_id in tasks:

@@ -14,8 +14,8 @@ from flask import Blueprint, current_app, jsonify
 from . import __version__
 from .modes import DEFAULT_MODE, PERMISSION_MODES
 from .validate import MAX_REASON_CHARS, ON_BUSY
+from .vocab import EVENT_TYPES, PENDING, RUNNING, STATUSES, WAITING
 
-STATUSES = ["pending", "running", "waiting", "completed", "failed", "cancelled"]
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 SESSION_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 TOOL_PATTERN = r"^[A-Za-z0-9_.:*()\-/ ]{1,200}$"
@@ -67,7 +67,7 @@ BOOL = {"type": "boolean"}
 TIME = {"type": "number", "description": "Unix time in seconds"}
 TIME_OR_NULL = {"type": ["number", "null"], "description": "Unix time in seconds"}
 TASK_ID = {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
-STATUS = {"type": "string", "enum": STATUSES}
+STATUS = {"type": "string", "enum": [str(s) for s in STATUSES]}
 CAN_CONTINUE = {"type": "boolean", "description": "false once the session's earlier conversation is known to be "
                 "gone: a further message to it is refused (409 session_ended)"}
 
@@ -135,8 +135,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
     tools = {"type": "array", "maxItems": 100, "items": {"type": "string", "pattern": TOOL_PATTERN}}
     event = _obj({
         "seq": {"type": "integer", "minimum": 1, "description": "1, 2, 3... per task, gap-free"},
-        "type": {"type": "string", "description": "status, system, text_delta, assistant, thinking, "
-                 "tool_use, tool_result, result, approval_request, approval, permission_denied, error"},
+        "type": {"type": "string", "description": ", ".join(EVENT_TYPES)},
         "time": TIME,
         "payload": {"type": "object"},
     })
@@ -179,7 +178,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
                                           "in SCOUT_WEBHOOK_HOSTS."}),
             },
         },
-        "ChatAccepted": _obj({"task_id": TASK_ID, "status": {"type": "string", "enum": ["pending"]},
+        "ChatAccepted": _obj({"task_id": TASK_ID, "status": {"type": "string", "enum": [PENDING]},
                               "session_id": STR}),
         "Event": event,
         "Result": result,
@@ -266,7 +265,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
                               "error": STR}, required=["path", "ok"]),
             "claude": _obj({"path": STR_OR_NULL, "version": STR_OR_NULL, "missing": BOOL, "error": STR},
                            required=["path", "version", "missing"]),
-            "tasks": _obj({"running": INT, "waiting": INT, "pending": INT}),
+            "tasks": _obj({RUNNING: INT, WAITING: INT, PENDING: INT}),
             "workers": _obj({"max": INT, "active": INT, "zygote_alive": BOOL}),
             "streams": {"type": "integer", "description": "open SSE streams"},
         }),

@@ -22,10 +22,13 @@ from typing import Any, Callable
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .documents import session_detail, session_or_404, task_detail, task_or_404
 from .logs import fields
 from .metrics import Metrics
 from .retention import Retention
-from .store import TERMINAL, WAITING, Event, Store, StoreError, Task
+from .state import Scout
+from .store import Event, Store, StoreError, Task
+from .vocab import TERMINAL, WAITING
 from .validate import ApiError, check_object, int_arg, load_json, webhook_url_problem
 from .webhooks import WebhookSender, where
 
@@ -101,7 +104,7 @@ class StatusFollower:
 class Ops:
     """What the operations features share, kept in app.extensions["scout_ops"]."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Scout) -> None:
         self.state = state
         settings = state.settings
         self.retention = Retention(state.store, settings.retention_days, settings.retention_interval,
@@ -193,8 +196,8 @@ class Ops:
         if status not in TERMINAL and status != WAITING:
             return
         settings = self.state.settings
-        urls = [settings.webhook_url, task.options.get("webhook_url") if task else None]
-        urls = list(dict.fromkeys(u for u in urls if u))
+        wanted = [settings.webhook_url, task.options.get("webhook_url") if task else None]
+        urls: list[str] = list(dict.fromkeys(u for u in wanted if u))
         for url in list(urls):  # checked again: the allow-list may have changed since the task was made
             if webhook_url_problem(url, settings.webhook_hosts):
                 log.warning("webhook for task %s not sent: %s", event.task_id, where(url))
@@ -244,15 +247,11 @@ def metrics():
     return Response(generate_latest(_ops().metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _core():
-    from . import server  # the routes' own helpers, so documents match GET /chat/{id}/status
-    return server
-
-
 @bp.get("/chat/<task_id>/logs")
 def task_logs(task_id: str):
-    task = _core().get_task_or_404(task_id)
-    path = _ops().state.supervisor.log_path(task.id)
+    state = _ops().state
+    task = task_or_404(state.store, task_id)
+    path = state.supervisor.log_path(task.id)
     tail = int_arg(request.args.get("tail"), "tail", None, 1, 2**40)
     try:
         with open(path, "rb") as fh:
@@ -270,9 +269,9 @@ def task_logs(task_id: str):
 def task_transcript(task_id: str):
     from .transcript import task_markdown
 
-    core = _core()
-    task = core.get_task_or_404(task_id)
-    doc = core.task_detail(task, list(_ops().state.store.iter_events(task.id)))
+    store = _ops().state.store
+    task = task_or_404(store, task_id)
+    doc = task_detail(task, list(store.iter_events(task.id)))
     return Response(task_markdown(doc), headers={"Content-Type": "text/markdown; charset=utf-8"})
 
 
@@ -280,10 +279,11 @@ def task_transcript(task_id: str):
 def session_transcript(session_id: str):
     from .transcript import session_markdown
 
-    core = _core()
-    session_doc = core.show_session(session_id)
     store = _ops().state.store
-    docs = [core.task_detail(t, list(store.iter_events(t.id))) for t in store.session_tasks(session_id)]
+    session = session_or_404(store, session_id)
+    tasks = store.session_tasks(session.id)
+    session_doc = session_detail(session, tasks)
+    docs = [task_detail(t, list(store.iter_events(t.id))) for t in tasks]
     return Response(session_markdown(session_doc, docs), headers={"Content-Type": "text/markdown; charset=utf-8"})
 
 

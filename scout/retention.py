@@ -13,7 +13,8 @@ import time
 from typing import Any, Callable
 
 from .logs import fields
-from .store import ACTIVE, Store, StoreError
+from .store import Store, StoreError
+from .vocab import ACTIVE
 
 log = logging.getLogger("scout.retention")
 DAY = 86400.0

@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -22,62 +21,25 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import __version__, ops
 from .config import ConfigError, Settings
+from .documents import session_detail, session_or_404, sse_end, sse_frame, task_detail, task_or_404, task_summary
 from .logs import banner, log_request, setup_logging
-from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
+from .modes import DEFAULT_MODE, ModeError, load_modes
 from .notify import LogWatcher
-from .store import ACTIVE, PENDING, TERMINAL, Event, Store, StoreBusy, StoreError, Task
-from .supervisor import Supervisor, install_shutdown_handlers, make_undumpable, program_version
-from .validate import (SESSION_ID, ApiError, check_approval, check_chat, check_cwd, check_task_id, check_webhook_url,
+from .serverproc import install_shutdown_handlers, make_undumpable, program_version
+from .state import Scout, scout
+from .store import Store, StoreBusy, StoreError, Task
+from .supervisor import Supervisor
+from .validate import (ApiError, check_approval, check_chat, check_cwd, check_webhook_url,
                        int_arg, session_cursor)
 from .validate import body_limit, load_json
 from .openapi import openapi as openapi_blueprint
+from .vocab import CANCELLED, PENDING, RUNNING, STATUSES, TERMINAL, UNFINISHED, WAITING
 
 log = logging.getLogger("scout.server")
 PUBLIC_ENDPOINTS = {"api.health", "openapi.document"}
 # How long a request waits for another process's write lock before answering 503
 # database_busy (and /health reports the lock): a worker holds it for milliseconds.
 REQUEST_BUSY_TIMEOUT = 1.0
-
-
-@dataclass
-class Scout:
-    """What the routes share: settings, the log, the supervisor, the watcher, the modes."""
-
-    settings: Settings
-    store: Store
-    supervisor: Supervisor
-    watcher: LogWatcher
-    modes: dict[str, Mode]
-    claude: dict[str, Any] = field(default_factory=dict)
-    on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
-    _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe
-
-    def check_writable(self, every: float = 1.0) -> None:
-        """The store's write probe, taken at most every `every` seconds while it succeeds: it
-        must wait for the write lock, which many busy workers hold in turn. A failed write is
-        seen at once, and a problem is probed again each time, so it clears as soon as it is gone."""
-        when, error = self._probe
-        if error or time.monotonic() - when > every or self.store.last_write_error:
-            try:
-                self.store.check_writable()
-                error = None
-            except StoreError as exc:
-                error = str(exc)
-            self._probe = (time.monotonic(), error)
-        if error:
-            raise StoreError(error)
-
-    def close(self, mode: str | None = None) -> None:
-        self.supervisor.shutdown(mode)
-        self.watcher.stop()
-        for stop in self.on_close:
-            stop()
-        self.supervisor.store.close()
-        self.store.close()
-
-
-def scout() -> Scout:
-    return current_app.extensions["scout"]
 
 
 def claude_info(path: str | None) -> dict[str, Any]:
@@ -90,59 +52,6 @@ def claude_info(path: str | None) -> dict[str, Any]:
     return {"path": path, "version": version, "missing": version is None, **({"error": error} if error else {})}
 
 
-# -- rendering -----------------------------------------------------------------------
-
-def task_summary(task: Task) -> dict[str, Any]:
-    """A task without its events (for lists)."""
-    out = {
-        "task_id": task.id, "status": task.status, "session_id": task.session_id,
-        "message": task.message if len(task.message) <= 200 else task.message[:200] + "…",
-        "mode": task.options.get("mode"), "cwd": task.options.get("cwd"),
-        "created_at": task.created_at, "started_at": task.started_at,
-        "finished_at": task.finished_at, "error": task.error, "cursor": task.num,
-    }
-    if task.result:
-        out["cost_usd"] = task.result.get("total_cost_usd")
-    return out
-
-
-def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
-    """The status document: the seed contract's fields plus times, result and options."""
-    out: dict[str, Any] = {
-        "task_id": task.id, "status": task.status, "error": task.error,
-        "session_id": task.session_id, "message": task.message, "mode": task.options.get("mode"),
-        "cwd": task.options.get("cwd"), "created_at": task.created_at,
-        "started_at": task.started_at, "finished_at": task.finished_at,
-        "worker_pid": task.worker_pid, "result": None,
-    }
-    if task.result:
-        r = task.result
-        out["result"] = {"text": r.get("text"), "duration_ms": r.get("duration_ms"),
-                         "num_turns": r.get("num_turns"), "total_cost_usd": r.get("total_cost_usd"),
-                         "usage": r.get("usage"), "subtype": r.get("subtype"),
-                         "is_error": bool(r.get("is_error"))}
-    if events is not None:
-        out["events"] = [e.to_dict() for e in events]
-    return out
-
-
-def sse_frame(task_id: str, seq: int, type_: str, at: float, payload: str) -> tuple[int, bytes, str | None]:
-    """One logged event as SSE bytes, its stored payload JSON pasted in as it is; plus the
-    task's final status when this is the status event that ends it."""
-    data = (f'{{"task_id":{json.dumps(task_id)},"seq":{seq},"type":{json.dumps(type_)},'
-            f'"time":{at!r},"payload":{payload}}}')
-    final = None
-    if type_ == "status":
-        status = json.loads(payload).get("status")
-        final = status if status in TERMINAL else None
-    return seq, f"id: {seq}\nevent: {type_}\ndata: {data}\n\n".encode(), final
-
-
-def sse_end(task_id: str, status: str) -> bytes:
-    data = json.dumps({"task_id": task_id, "status": status})
-    return f"event: end\ndata: {data}\n\n".encode()
-
-
 # -- routes --------------------------------------------------------------------------
 
 api = Blueprint("api", __name__)
@@ -152,14 +61,6 @@ def json_body() -> Any:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
     return load_json(request.get_data(cache=True))  # 400 for bad JSON; past MAX_CONTENT_LENGTH, 413
-
-
-def get_task_or_404(task_id: str) -> Task:
-    check_task_id(task_id)
-    task = scout().store.get_task(task_id)
-    if task is None:
-        raise ApiError(404, "not_found", f"no task {task_id}")
-    return task
 
 
 def default_cwd(settings: Settings) -> str:
@@ -191,7 +92,8 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
         "max_turns": req.get("max_turns", mode.max_turns),
         "max_budget_usd": req.get("max_budget_usd"),
         "stream_deltas": req.get("stream_deltas", True),
-        "webhook_url": check_webhook_url(req["webhook_url"], s.settings.webhook_hosts) if "webhook_url" in req else None,
+        "webhook_url": (check_webhook_url(req["webhook_url"], s.settings.webhook_hosts)
+                        if "webhook_url" in req else None),
     }
 
 
@@ -207,7 +109,7 @@ def start_chat():
     if session is not None and not session.can_continue:
         raise ApiError(409, "session_ended", session.history_lost or f"session {session.id} cannot be continued")
     if session is not None:
-        busy = [t for t in s.store.session_tasks(session.id) if t.status in (PENDING, *ACTIVE)]
+        busy = [t for t in s.store.session_tasks(session.id) if t.status in UNFINISHED]
         if busy and on_busy == "reject":
             raise ApiError(409, "session_busy",
                            f"session {session.id} is busy with task {busy[0].id} ({busy[0].status})")
@@ -305,7 +207,7 @@ def stop_task(task_id: str):
                 "message": f"task already {task.status}; nothing to stop"}
     status = scout().supervisor.stop(task.id)
     scout().watcher.touch(task.id)
-    return {"task_id": task.id, "status": status, "stopped": status == "cancelled"}
+    return {"task_id": task.id, "status": status, "stopped": status == CANCELLED}
 
 
 @api.post("/chat/<task_id>/approve")
@@ -324,7 +226,7 @@ def approve(task_id: str):
 @api.get("/tasks")
 def list_tasks():
     status = request.args.get("status")
-    if status and status not in ("pending", "running", "waiting", "completed", "failed", "cancelled"):
+    if status and status not in STATUSES:
         raise ApiError(400, "invalid_parameter", f"unknown status {status!r}")
     session_id = request.args.get("session_id")
     limit = int_arg(request.args.get("limit"), "limit", 50, 1, 1000)
@@ -359,34 +261,21 @@ def list_sessions():
             "next_cursor": f"{last['last_activity']!r}_{last['session_id']}" if last else None}
 
 
-def get_session_or_404(session_id: str):
-    if not SESSION_ID.match(session_id):
-        raise ApiError(404, "not_found", f"no session {session_id!r}")
-    session = scout().store.get_session(session_id)
-    if session is None:
-        raise ApiError(404, "not_found", f"no session {session_id}")
-    return session
+def get_task_or_404(task_id: str) -> Task:
+    return task_or_404(scout().store, task_id)
 
 
 @api.get("/sessions/<session_id>")
 def show_session(session_id: str):
-    session = get_session_or_404(session_id)
-    tasks = scout().store.session_tasks(session.id)
-    return {
-        "session_id": session.id, "cwd": session.cwd, "created_at": session.created_at,
-        "last_activity": session.updated_at, "claude_session_id": session.claude_session_id,
-        "can_continue": session.can_continue, "history_lost": session.history_lost,
-        "tasks": [{"task_id": t.id, "status": t.status, "message": t.message,
-                   "result_text": (t.result or {}).get("text"), "error": t.error,
-                   "cost_usd": (t.result or {}).get("total_cost_usd"), "mode": t.options.get("mode"),
-                   "created_at": t.created_at, "finished_at": t.finished_at} for t in tasks],
-    }
+    store = scout().store
+    session = session_or_404(store, session_id)
+    return session_detail(session, store.session_tasks(session.id))
 
 
 @api.delete("/sessions/<session_id>")
 def delete_session(session_id: str):
-    session = get_session_or_404(session_id)
     s = scout()
+    session = session_or_404(s.store, session_id)
     for task in s.store.session_tasks(session.id):
         if not task.finished:
             s.supervisor.stop(task.id)
@@ -425,8 +314,7 @@ def health():
     return {
         "status": "ok" if ok else "degraded", "version": __version__, "database": db,
         "claude": s.claude,
-        "tasks": {"running": counts.get("running", 0), "waiting": counts.get("waiting", 0),
-                  "pending": counts.get("pending", 0)},
+        "tasks": {str(s): counts.get(s, 0) for s in (RUNNING, WAITING, PENDING)},
         "workers": {"max": s.settings.max_workers, "active": s.supervisor.running_count(),
                     "zygote_alive": s.supervisor.zygote_alive()},
         "streams": s.watcher.streams,
@@ -441,8 +329,11 @@ def _public_route() -> bool:
         return True
     exc = request.routing_exception
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        adapter = current_app.create_url_adapter(request)
+        if adapter is None:
+            return False
         try:
-            endpoint, _ = current_app.create_url_adapter(request).match(method=exc.valid_methods[0])
+            endpoint, _ = adapter.match(method=next(iter(exc.valid_methods)))
         except HTTPException:
             return False
         return endpoint in PUBLIC_ENDPOINTS
@@ -473,7 +364,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app = Flask("scout", static_folder=None)  # no /static route: every route is in the API
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_bytes)  # a JSON 413 past it
     app.url_map.merge_slashes = False  # "//x" is a JSON 404, not a redirect with an HTML body
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
     store = Store(settings.db, max_bytes=settings.db_max_bytes, busy_timeout=REQUEST_BUSY_TIMEOUT)
     integrity = store.integrity_check()
     if integrity != "ok":

@@ -16,16 +16,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
+
+from .vocab import PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus, can_transition
 
 SCHEMA_VERSION = 5
-
-# Task statuses. "waiting" means Claude Code is waiting for a person's approval.
-PENDING, RUNNING, WAITING = "pending", "running", "waiting"
-COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
-ACTIVE = (RUNNING, WAITING)
-TERMINAL = (COMPLETED, FAILED, CANCELLED)
-STATUSES = (PENDING, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED)
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -134,7 +129,7 @@ class Task:
     id: str
     num: int
     session_id: str
-    status: str
+    status: TaskStatus
     message: str
     options: dict[str, Any]
     created_at: float
@@ -188,7 +183,7 @@ def new_id() -> str:
 
 def _task(row: sqlite3.Row) -> Task:
     return Task(
-        id=row["id"], num=row["num"], session_id=row["session_id"], status=row["status"],
+        id=row["id"], num=row["num"], session_id=row["session_id"], status=TaskStatus(row["status"]),
         message=row["message"], options=json.loads(row["options"]),
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], error=row["error"],
@@ -203,8 +198,164 @@ def _event(row: sqlite3.Row) -> Event:
                  time=row["time"], payload=json.loads(row["payload"]))
 
 
-class Store:
-    """The event log. One object per process; each thread gets its own connection."""
+class EventLog(Protocol):
+    """The store's contract: what Scout asks of its event log, whatever the database.
+
+    Store (SQLite, below) implements it; a second backend implements the same verbs with
+    the same promises, and tests/test_store_contract.py holds each backend to them. Every
+    verb is safe to call from any thread and any process; a write is committed, and
+    visible to every reader, when the call returns; a database that cannot do what is
+    asked raises StoreError (never a driver's own exception).
+    """
+
+    path: str                           # where the log lives (a file, or a database URL)
+    max_events_per_task: int | None     # past this many events a task's log refuses more
+    last_write_error: str | None        # the latest failed write, until one succeeds
+
+    # -- life cycle and health
+    def close_thread(self) -> None:
+        """Release the calling thread's connection (for short-lived threads)."""
+    def close(self) -> None:
+        """Release every connection this object opened (at process exit)."""
+    def migrate(self) -> int:
+        """Bring the schema up to date, safely against a concurrent migrator; returns the old version."""
+    def schema_version(self) -> int:
+        """The schema version the database is at."""
+    def integrity_check(self) -> str:
+        """'ok', or the first problem found in the database."""
+    def check_writable(self) -> None:
+        """Raise StoreError if a write would fail now: read-only, disk full, size cap near, last write failed."""
+    def space_problem(self) -> str | None:
+        """Why the log is (nearly) out of room (size cap or disk), naming the remedy; None while it has room."""
+    def busy_message(self) -> str:
+        """What a StoreBusy says: another process held the write lock longer than this object waits."""
+    def backup(self, path: str) -> None:
+        """Write a consistent copy of the whole log to the new file `path`, without holding up writers."""
+    def size_bytes(self) -> int:
+        """Bytes the log takes up."""
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits: a cheap "anything new?" probe."""
+
+    # -- sessions
+    def get_session(self, session_id: str) -> Session | None:
+        """The session, or None."""
+    def set_claude_session(self, session_id: str, claude_session_id: str, cwd: str | None) -> None:
+        """Remember the Claude Code conversation (and directory) the session continues from."""
+    def list_sessions(self, limit: int = 50, after: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+        """Sessions by last activity, newest first, with task count, cost, first and last message."""
+    def delete_session(self, session_id: str) -> int | None:
+        """Delete a session with its tasks, events, approvals and transcripts; how many tasks, or None if unknown."""
+    def mark_history_lost(self, session_id: str, reason: str) -> None:
+        """Record that the session cannot be continued, and why (Session.history_lost)."""
+
+    # -- Claude Code transcripts (keyed by Claude Code's session id; subpath "" is the main one)
+    def append_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                          entries: list[dict[str, Any]]) -> None:
+        """Append transcript lines in order, kept with the Scout session; a line whose uuid is
+        already stored there is skipped."""
+    def replace_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                           entries: list[dict[str, Any]]) -> None:
+        """Make the stored transcript exactly `entries`, atomically."""
+    def load_transcript(self, claude_session_id: str, subpath: str = "") -> list[dict[str, Any]] | None:
+        """The stored lines in the order appended, or None if there are none."""
+    def transcript_length(self, claude_session_id: str, subpath: str = "") -> int:
+        """How many lines are stored."""
+    def transcript_uuids(self, claude_session_id: str, subpath: str = "") -> set[str]:
+        """The uuids of the stored lines."""
+    def transcript_subpaths(self, claude_session_id: str) -> list[str]:
+        """The subagent transcripts stored for the conversation (never "")."""
+    def delete_transcript(self, claude_session_id: str, subpath: str | None = None) -> None:
+        """Delete a stored transcript; subpath None: the main one and every subagent's."""
+
+    # -- tasks
+    def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
+                    max_pending: int | None = None) -> Task | None:
+        """A new pending task (and session) with its first status event, atomically; None when
+        max_pending tasks already wait."""
+    def get_task(self, task_id: str) -> Task | None:
+        """The task, or None."""
+    def list_tasks(self, status: str | None = None, session_id: str | None = None,
+                   limit: int = 50, before: int | None = None) -> list[Task]:
+        """Tasks newest first, filtered; `before` is the previous page's last Task.num."""
+    def session_tasks(self, session_id: str) -> list[Task]:
+        """A session's tasks, oldest first."""
+    def tasks_in(self, statuses: Iterable[str]) -> list[Task]:
+        """Every task in one of `statuses`, oldest first."""
+    def count_by_status(self) -> dict[str, int]:
+        """How many tasks have each status (every status present, 0 if none)."""
+    def next_startable(self, limit: int) -> list[Task]:
+        """Pending tasks, oldest first, whose session has nothing running, waiting or queued before them."""
+    def transition(self, task_id: str, to: TaskStatus, *, only_from: Iterable[TaskStatus] | None = None,
+                   error: str | None = None, result: dict[str, Any] | None = None,
+                   unless_stop_requested: bool = False, note: dict[str, Any] | None = None,
+                   **fields: Any) -> bool:
+        """Change a task's status if vocab.TRANSITIONS allows it, with its status event, atomically;
+        whether it happened. A terminal change reaches the task row even when the log is full."""
+    def set_worker(self, task_id: str, pid: int, started: float) -> None:
+        """Record the identity (pid and start time) of the task's leader process."""
+    def request_stop(self, task_id: str) -> None:
+        """Mark the task as asked to stop (a worker checks it before it starts)."""
+    def requeue(self, task_id: str) -> bool:
+        """Put an active task that never really started back to pending, forgetting its worker."""
+    def delete_task(self, task_id: str) -> bool:
+        """Delete a task with its events and approvals; whether it existed."""
+
+    # -- events
+    def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
+        """Append an event with the task's next seq (unique, gap-free, across processes); its seq.
+        EventCapError past max_events_per_task, except for status events."""
+    def events_after(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        """Up to `limit` of the task's events after `after_seq`, in seq order."""
+    def iter_events(self, task_id: str, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:
+        """Every event of the task after `after_seq`, in seq order, read page by page."""
+    def raw_events_after(self, task_id: str, after_seq: int, limit: int = 500) -> list[tuple]:
+        """(seq, type, time, payload JSON text) of the task's events after `after_seq`, undecoded."""
+    def raw_events_since_id(self, event_id: int, limit: int = 5000) -> list[tuple]:
+        """(id, task_id, seq, type, time, payload JSON text) of every event with a larger id, by id."""
+    def iter_event_json(self, task_id: str, page: int = 2000) -> Iterator[str]:
+        """Each event of the task as its JSON object text, the payload pasted in as stored."""
+    def last_event_time(self, task_id: str) -> float | None:
+        """When the task last logged anything, or None."""
+    def max_event_id(self) -> int:
+        """The largest event id in the log (0 if none); ids only grow."""
+    def events_written(self) -> int:
+        """Events ever written, deleted ones included."""
+    def tasks_with_events_since(self, event_id: int) -> tuple[int, set[str]]:
+        """(newest event id, ids of the tasks with events newer than `event_id`)."""
+    def status_events_since(self, after_id: int, limit: int = 1000) -> tuple[int, list[Event]]:
+        """(cursor, status events with ids after `after_id`); pass the cursor back in next time."""
+    def get_cursor(self, name: str) -> int | None:
+        """The event id the durable reader `name` has handled everything up to, or None."""
+    def set_cursor(self, name: str, event_id: int) -> None:
+        """Store the durable reader's cursor."""
+
+    # -- retention
+    def prune_finished(self, finished_before: float, batch_events: int = 5000) -> dict[str, Any]:
+        """Delete finished tasks that ended before the time, in short transactions, and the sessions
+        (with their transcripts) they leave empty; what went."""
+    def compact(self, vacuum_fraction: float = 0.1, vacuum: bool = True) -> dict[str, Any]:
+        """Give free space back to the disk where the database can; what it did."""
+
+    # -- approvals
+    def ask_approval(self, task_id: str, tool_use_id: str, tool: str, tool_input: dict[str, Any],
+                     request: dict[str, Any]) -> None:
+        """Open an approval, move a running task to waiting and log the request, atomically."""
+    def open_approvals(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's unanswered approvals, oldest first."""
+    def decide_approval(self, task_id: str, decision: str, reason: str | None,
+                        tool_use_id: str | None = None) -> str | None:
+        """Answer the oldest open approval (or the named one); its tool_use_id, or None."""
+    def approval_decision(self, task_id: str, tool_use_id: str) -> tuple[str, str | None] | None:
+        """(decision, reason) once the approval is answered, else None."""
+
+
+class Store(EventLog):
+    """The event log in SQLite (WAL). One object per process; each thread gets its own connection.
+
+    SQLite's own means stay in here: PRAGMA busy_timeout, synchronous, max_page_count (the
+    SCOUT_DB_MAX_MB cap), data_version, user_version (the schema version), quick_check,
+    incremental vacuum and WAL checkpoints.
+    """
 
     # Past this many events a task's log refuses more (EventCapError); None: no cap.
     max_events_per_task: int | None = None
@@ -542,7 +693,7 @@ class Store:
                 "INSERT INTO tasks (id, session_id, status, message, options, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (task_id, session_id, PENDING, message, json.dumps(options), now))
-            _append(conn, task_id, "status", {"status": PENDING}, now)
+            _append(conn, task_id, EventType.STATUS, {"status": PENDING}, now)
             return conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
 
         row = self._write(fn)
@@ -555,13 +706,17 @@ class Store:
     def list_tasks(self, status: str | None = None, session_id: str | None = None,
                    limit: int = 50, before: int | None = None) -> list[Task]:
         """Newest first; `before` is a cursor (a task's num) for the next page."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status:
-            where.append("status = ?"); params.append(status)
+            where.append("status = ?")
+            params.append(status)
         if session_id:
-            where.append("session_id = ?"); params.append(session_id)
+            where.append("session_id = ?")
+            params.append(session_id)
         if before is not None:
-            where.append("num < ?"); params.append(before)
+            where.append("num < ?")
+            params.append(before)
         sql = "SELECT * FROM tasks"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -580,7 +735,7 @@ class Store:
             f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY num", statuses)]
 
     def count_by_status(self) -> dict[str, int]:
-        counts = {s: 0 for s in STATUSES}
+        counts: dict[str, int] = {s: 0 for s in STATUSES}
         for r in self._read("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status"):
             counts[r["status"]] = r["n"]
         return counts
@@ -594,62 +749,40 @@ class Store:
             "  AND v.status = ? AND v.num < t.num)"
             " ORDER BY t.num LIMIT ?", (PENDING, RUNNING, WAITING, PENDING, limit))]
 
-    def transition(self, task_id: str, to: str, allowed_from: Iterable[str],
+    def transition(self, task_id: str, to: TaskStatus, *, only_from: Iterable[TaskStatus] | None = None,
                    error: str | None = None, result: dict[str, Any] | None = None,
-                   unless_stop_requested: bool = False, **fields: Any) -> bool:
-        """Move a task to `to` if it is in one of `allowed_from`, logging a status event.
+                   unless_stop_requested: bool = False, note: dict[str, Any] | None = None,
+                   **fields: Any) -> bool:
+        """Move a task to `to` if vocab.TRANSITIONS allows it from its status, logging a status event.
 
-        The check, the update and the event are one transaction: a status change is in
-        the log exactly when it happened. Returns whether it happened.
+        `only_from` narrows the legal starting statuses for this call (start only what is
+        pending, for instance); it can never widen them. `unless_stop_requested` leaves a
+        task alone once someone asked to stop it. `note` adds keys to the status event;
+        `fields` are other columns to set. The check, the update and the event are one
+        transaction: a status change is in the log exactly when it happened. Returns
+        whether it happened.
         """
-        allowed = tuple(allowed_from)
+        change = _Change(TaskStatus(to), _narrowed(to, only_from), error, result,
+                         unless_stop_requested, note or {}, fields)
         now = time.time()
-        log_event = True
-
-        def fn(conn):
-            row = conn.execute("SELECT status, stop_requested FROM tasks WHERE id = ?",
-                               (task_id,)).fetchone()
-            if row is None or row["status"] not in allowed:
-                return False
-            if unless_stop_requested and row["stop_requested"]:
-                return False
-            sets = {"status": to, **fields}
-            if to in (RUNNING,) and "started_at" not in fields:
-                sets["started_at"] = now
-            if to in TERMINAL:
-                sets["finished_at"] = now
-            if error is not None:
-                sets["error"] = error
-            if result is not None:
-                sets["result"] = json.dumps(result)
-            cols = ", ".join(f"{k} = ?" for k in sets)
-            conn.execute(f"UPDATE tasks SET {cols} WHERE id = ?", (*sets.values(), task_id))
-            payload: dict[str, Any] = {"status": to}
-            if error is not None:
-                payload["error"] = error
-            if log_event:
-                _append(conn, task_id, "status", payload, now)
-            return True
-
         try:
-            return self._write(fn)
+            return self._write(_transition, task_id, change, now)
         except StoreError as exc:
-            if "full" not in str(exc) or to not in TERMINAL:
+            if "full" not in str(exc) or change.to not in TERMINAL:
                 raise
             # The log cannot grow: still record the ending on the task row itself, so
             # no task is left in a false state (its last event is then not a status).
-            log_event = False
-            error = f"{error or 'the task could not be logged'} ({exc})"[:1000]
+            change.log_event = False
+            change.error = f"{error or 'the task could not be logged'} ({exc})"[:1000]
             conn = self._conn()
             if self.max_bytes:  # our own cap: allow a little headroom for this ending
                 conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA max_page_count').fetchone()[0] + 64}")
             try:
-                return self._write(fn)
+                return self._write(_transition, task_id, change, now)
             finally:
                 if self.max_bytes:
                     page = conn.execute("PRAGMA page_size").fetchone()[0]
                     conn.execute(f"PRAGMA max_page_count = {max(1, self.max_bytes // page)}")
-
     def set_worker(self, task_id: str, pid: int, started: float) -> None:
         """Record the worker's identity: its pid and its process start time."""
         def fn(conn):
@@ -663,16 +796,9 @@ class Store:
         self._write(fn)
 
     def requeue(self, task_id: str) -> bool:
-        """Put a task that never really started back in the queue."""
-        def fn(conn):
-            cur = conn.execute(
-                "UPDATE tasks SET status = ?, started_at = NULL, worker_pid = NULL,"
-                " worker_started = NULL WHERE id = ? AND status IN (?, ?)",
-                (PENDING, task_id, RUNNING, WAITING))
-            if cur.rowcount:
-                _append(conn, task_id, "status", {"status": PENDING, "requeued": True}, time.time())
-            return bool(cur.rowcount)
-        return self._write(fn)
+        """Put an active task that never really started back in the queue (forgetting its worker)."""
+        return self.transition(task_id, PENDING, note={"requeued": True},
+                               started_at=None, worker_pid=None, worker_started=None)
 
     def delete_task(self, task_id: str) -> bool:
         def fn(conn):
@@ -690,7 +816,7 @@ class Store:
         (status events are always logged: a task's ending must reach the log).
         """
         cap = self.max_events_per_task
-        if cap and type != "status":
+        if cap and type != EventType.STATUS:
             return self._write(_append_capped, task_id, type, payload, time.time(), cap)
         return self._write(_append, task_id, type, payload, time.time())
 
@@ -839,8 +965,8 @@ class Store:
         top = self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
         if top <= after_id:
             return after_id, []
-        rows = self._read("SELECT * FROM events WHERE id > ? AND id <= ? AND type = 'status'"
-                          " ORDER BY id LIMIT ?", (after_id, top, limit))
+        rows = self._read("SELECT * FROM events WHERE id > ? AND id <= ? AND type = ?"
+                          " ORDER BY id LIMIT ?", (after_id, top, EventType.STATUS, limit))
         if len(rows) == limit:
             top = rows[-1]["id"]
         return top, [_event(r) for r in rows]
@@ -864,13 +990,11 @@ class Store:
             conn.execute(
                 "INSERT OR IGNORE INTO approvals (task_id, tool_use_id, tool, input, asked_at)"
                 " VALUES (?, ?, ?, ?, ?)", (task_id, tool_use_id, tool, json.dumps(tool_input), now))
-            if conn.execute("UPDATE tasks SET status = ? WHERE id = ? AND status = ? AND stop_requested = 0",
-                            (WAITING, task_id, RUNNING)).rowcount:
-                _append(conn, task_id, "status", {"status": WAITING}, now)
+            _transition(conn, task_id, _Change(WAITING, unless_stop_requested=True), now)
             if cap:
-                _append_capped(conn, task_id, "approval_request", request, now, cap)
+                _append_capped(conn, task_id, EventType.APPROVAL_REQUEST, request, now, cap)
             else:
-                _append(conn, task_id, "approval_request", request, now)
+                _append(conn, task_id, EventType.APPROVAL_REQUEST, request, now)
         self._write(fn)
 
     def open_approvals(self, task_id: str) -> list[dict[str, Any]]:
@@ -886,7 +1010,8 @@ class Store:
             sql = "SELECT tool_use_id FROM approvals WHERE task_id = ? AND decision IS NULL"
             params: list[Any] = [task_id]
             if tool_use_id:
-                sql += " AND tool_use_id = ?"; params.append(tool_use_id)
+                sql += " AND tool_use_id = ?"
+                params.append(tool_use_id)
             row = conn.execute(sql + " ORDER BY asked_at LIMIT 1", params).fetchone()
             if row is None:
                 return None
@@ -902,6 +1027,60 @@ class Store:
         if not rows or rows[0]["decision"] is None:
             return None
         return rows[0]["decision"], rows[0]["reason"]
+
+
+@dataclass
+class _Change:
+    """One status change asked of Store.transition, as _transition applies it."""
+
+    to: TaskStatus
+    only_from: frozenset[TaskStatus] | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    unless_stop_requested: bool = False
+    note: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    log_event: bool = True
+
+
+def _narrowed(to: str, only_from: Iterable[str] | None) -> frozenset[TaskStatus] | None:
+    """`only_from` as statuses, refusing any the transition table does not allow to reach `to`."""
+    if only_from is None:
+        return None
+    narrowed = frozenset(TaskStatus(s) for s in only_from)
+    illegal = [s for s in narrowed if not can_transition(s, to)]
+    if illegal:
+        raise ValueError(f"illegal transition to {to} from {', '.join(sorted(illegal))}")
+    return narrowed
+
+
+def _transition(conn: sqlite3.Connection, task_id: str, change: _Change, now: float) -> bool:
+    """Apply a status change if the table (and the change's own limits) allow it; must run
+    inside a write transaction. Returns whether it happened."""
+    row = conn.execute("SELECT status, stop_requested FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None or not can_transition(row["status"], change.to):
+        return False
+    if change.only_from is not None and row["status"] not in change.only_from:
+        return False
+    if change.unless_stop_requested and row["stop_requested"]:
+        return False
+    sets: dict[str, Any] = {"status": change.to, **change.fields}
+    if change.to == RUNNING and "started_at" not in change.fields:
+        sets["started_at"] = now
+    if change.to in TERMINAL:
+        sets["finished_at"] = now
+    if change.error is not None:
+        sets["error"] = change.error
+    if change.result is not None:
+        sets["result"] = json.dumps(change.result)
+    cols = ", ".join(f"{k} = ?" for k in sets)
+    conn.execute(f"UPDATE tasks SET {cols} WHERE id = ?", (*sets.values(), task_id))
+    payload: dict[str, Any] = {"status": change.to, **change.note}
+    if change.error is not None:
+        payload["error"] = change.error
+    if change.log_event:
+        _append(conn, task_id, EventType.STATUS, payload, now)
+    return True
 
 
 def _append(conn: sqlite3.Connection, task_id: str, type: str, payload: dict[str, Any], now: float) -> int:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
-TERMINAL = ("completed", "failed", "cancelled")
+from .reducer import Approval, Denied, Part, TaskFold, Text, Thinking, Tool
+from .vocab import CANCELLED, TERMINAL
+
 MAX_RESULT_LINES = 400
 MAX_RESULT_CHARS = 40_000
 
@@ -109,25 +111,6 @@ def inline_code(text: str) -> str:
     return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
-def result_content(content: Any) -> str:
-    """A tool_result's content as text (the API sends text; older rows may hold blocks)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if isinstance(block, dict) and block.get("type") == "text":
-                parts.append(str(block.get("text", "")))
-            elif isinstance(block, dict):
-                parts.append(f"[{block.get('type', 'block')}]")
-            else:
-                parts.append(str(block))
-        return "\n".join(parts)
-    return json.dumps(content, ensure_ascii=False, indent=2)
-
-
 def result_line(doc: dict[str, Any]) -> str:
     """``completed · 2.3s · $0.0123 · 2 turns`` for a status document."""
     status = doc.get("status") or "unknown"
@@ -157,90 +140,65 @@ def _input_block(name: str, tool_input: Any) -> str:
     return fence(json.dumps(tool_input, ensure_ascii=False, indent=2), "json")
 
 
-def _event_blocks(events: Iterable[dict[str, Any]], h: str) -> tuple[list[str], dict[str, Any]]:
-    """Markdown blocks for a task's events, and what was learnt on the way (model, result)."""
+def _event_blocks(events: list[dict[str, Any]], h: str) -> tuple[list[str], TaskFold]:
+    """Markdown blocks for a task's events, and their fold (for the model and the result)."""
+    fold = TaskFold.of(events)
     blocks: list[str] = []
-    seen: dict[str, Any] = {}
-    tools: dict[str, str] = {}
-    pending_text: list[str] = []  # text_delta pieces not (yet) covered by an assistant event
     assistant_open = False
+    for part in fold.parts:
+        if isinstance(part, (Text, Thinking, Tool)) and not assistant_open:
+            if isinstance(part, Tool) or part.text.strip():
+                blocks.append(f"{h}# Assistant")
+                assistant_open = True
+        blocks.extend(_part_blocks(part))
+    return blocks, fold
 
-    def heading_assistant() -> None:
-        nonlocal assistant_open
-        if not assistant_open:
-            blocks.append(f"{h}# Assistant")
-            assistant_open = True
 
-    def flush_deltas() -> None:
-        if pending_text:
-            text = "".join(pending_text)
-            pending_text.clear()
-            if text.strip():
-                heading_assistant()
-                blocks.append(text.rstrip() + "\n\n*(partial: the text stopped here)*")
+def _part_blocks(part: Part) -> list[str]:
+    """One part of a task as Markdown blocks."""
+    if isinstance(part, Text):
+        if not part.text.strip():
+            return []
+        if not part.final:  # streamed, and the whole block never came
+            return [part.text.rstrip() + "\n\n*(partial: the text stopped here)*"]
+        return [part.text.strip("\n")]
+    if isinstance(part, Thinking):
+        text = part.text.strip()
+        return [f"<details><summary>Thinking</summary>\n\n{text}\n\n</details>"] if text else []
+    if isinstance(part, Tool):
+        return _tool_blocks(part)
+    if isinstance(part, Approval):
+        summary = tool_summary(part.tool, part.input)
+        out = [quote(f"⏸ **Approval requested** for {part.tool}"
+                     + (f": {inline_code(summary)}" if summary else "")
+                     + (f" (answer within {part.timeout:g}s)" if part.timeout is not None else ""))]
+        if part.decision is not None:
+            mark = "✅ **Allowed**" if part.decision == "allow" else "❌ **Denied**"
+            out.append(quote(mark + (f": {part.reason}" if part.reason else "")))
+        return out
+    if isinstance(part, Denied):
+        summary = tool_summary(part.tool, part.input)
+        return [quote(f"⛔ **Permission denied** for {part.tool}"
+                      + (f" {inline_code(summary)}" if summary else "")
+                      + (f": {part.reason}" if part.reason else ""))]
+    return [quote(f"**Error:** {part.message}")]
 
-    for event in events:
-        etype = event.get("type")
-        p = event.get("payload") or {}
-        if etype == "text_delta":
-            pending_text.append(str(p.get("text", "")))
-            continue
-        if etype == "assistant":
-            pending_text.clear()
-            text = str(p.get("text", ""))
-            if text.strip():
-                heading_assistant()
-                blocks.append(text.strip("\n"))
-            continue
-        flush_deltas()
-        if etype == "system" and p.get("subtype") == "init":
-            seen.setdefault("model", p.get("model"))
-        elif etype == "thinking":
-            text = str(p.get("text", "")).strip()
-            if text:
-                heading_assistant()
-                blocks.append(f"<details><summary>Thinking</summary>\n\n{text}\n\n</details>")
-        elif etype == "tool_use":
-            heading_assistant()
-            name = str(p.get("name") or "tool")
-            tools[str(p.get("id"))] = name
-            summary = tool_summary(name, p.get("input"))
-            line = f"**⚙ {name}**" + (f" {inline_code(summary)}" if summary else "")
-            described = (p.get("input") or {}).get("description") if isinstance(p.get("input"), dict) else None
-            if isinstance(described, str) and described.strip() and TOOL_SUMMARY_KEYS.get(name) != "description":
-                line += f" — *{described.strip()}*"
-            blocks.append(line + "\n\n" + _input_block(name, p.get("input")))
-        elif etype == "tool_result":
-            heading_assistant()
-            name = tools.get(str(p.get("tool_use_id")), "tool")
-            label = f"Error from {name}:" if p.get("is_error") else f"Result of {name}:"
-            text = clip(result_content(p.get("content")))
-            blocks.append(f"*{label}*\n\n" + (fence(text, "text") if text.strip() else "*(no output)*"))
-        elif etype == "approval_request":
-            name = str(p.get("tool") or "tool")
-            summary = tool_summary(name, p.get("input"))
-            timeout = p.get("timeout")
-            blocks.append(quote(f"⏸ **Approval requested** for {name}"
-                                + (f": {inline_code(summary)}" if summary else "")
-                                + (f" (answer within {timeout:g}s)" if isinstance(timeout, (int, float)) else "")))
-        elif etype == "approval":
-            decision = p.get("decision")
-            mark = "✅ **Allowed**" if decision == "allow" else "❌ **Denied**"
-            reason = p.get("reason")
-            blocks.append(quote(mark + (f": {reason}" if reason else "")))
-        elif etype == "permission_denied":
-            name = str(p.get("tool") or "tool")
-            summary = tool_summary(name, p.get("input"))
-            reason = p.get("reason")
-            blocks.append(quote(f"⛔ **Permission denied** for {name}"
-                                + (f" {inline_code(summary)}" if summary else "")
-                                + (f": {reason}" if reason else "")))
-        elif etype == "error":
-            blocks.append(quote(f"**Error:** {p.get('message', 'unknown error')}"))
-        elif etype == "result":
-            seen["result"] = p
-    flush_deltas()
-    return blocks, seen
+
+def _tool_blocks(tool: Tool) -> list[str]:
+    """A tool call (its line and input) and its result, if it came."""
+    out = []
+    if tool.called:
+        summary = tool_summary(tool.name, tool.input)
+        line = f"**⚙ {tool.name}**" + (f" {inline_code(summary)}" if summary else "")
+        described = tool.input.get("description") if isinstance(tool.input, dict) else None
+        if isinstance(described, str) and described.strip() and TOOL_SUMMARY_KEYS.get(tool.name) != "description":
+            line += f" — *{described.strip()}*"
+        out.append(line + "\n\n" + _input_block(tool.name, tool.input))
+    if tool.done:
+        label = f"Error from {tool.name}:" if tool.is_error else f"Result of {tool.name}:"
+        text = clip(tool.output or "")
+        out.append(f"*{label}*\n\n" + (fence(text, "text") if text.strip() else "*(no output)*"))
+    return out
 
 
 def task_markdown(status_doc: dict[str, Any], *, heading_level: int = 1, title: str | None = None,
@@ -258,8 +216,7 @@ def task_markdown(status_doc: dict[str, Any], *, heading_level: int = 1, title: 
     h = "#" * level
     task_id = str(doc.get("task_id") or "?")
     status = doc.get("status") or "unknown"
-    events = sorted(doc.get("events") or [], key=lambda e: e.get("seq", 0))
-    blocks, seen = _event_blocks(events, h)
+    blocks, fold = _event_blocks(doc.get("events") or [], h)
 
     out = [f"{h} {title or 'Task ' + task_id}"]
     meta = [f"- **Task:** `{task_id}`", f"- **Status:** {status}"]
@@ -267,8 +224,8 @@ def task_markdown(status_doc: dict[str, Any], *, heading_level: int = 1, title: 
         meta.append(f"- **Session:** `{doc['session_id']}`")
     if doc.get("mode"):
         meta.append(f"- **Mode:** {doc['mode']}")
-    if seen.get("model"):
-        meta.append(f"- **Model:** {seen['model']}")
+    if fold.model:
+        meta.append(f"- **Model:** {fold.model}")
     if doc.get("cwd") and doc.get("cwd") != session_cwd:
         meta.append(f"- **Directory:** `{doc['cwd']}`")
     if doc.get("created_at") is not None:
@@ -285,8 +242,8 @@ def task_markdown(status_doc: dict[str, Any], *, heading_level: int = 1, title: 
     # The outcome: the result line, then whatever went wrong.
     out.append("---")
     result_doc = dict(doc)
-    if not result_doc.get("result") and seen.get("result"):
-        result_doc["result"] = seen["result"]
+    if not result_doc.get("result") and fold.result:
+        result_doc["result"] = fold.result
     line = f"**{status.capitalize()}**"
     rest = result_line(result_doc).split(" · ", 1)
     if len(rest) > 1:
@@ -294,7 +251,7 @@ def task_markdown(status_doc: dict[str, Any], *, heading_level: int = 1, title: 
     out.append(line)
     if doc.get("error"):
         out.append(quote(f"**Error:** {doc['error']}"))
-    elif status == "cancelled":
+    elif status == CANCELLED:
         out.append("*The task was stopped before it finished.*")
     elif status not in TERMINAL:
         out.append(f"*The task is still {status}; this transcript shows it so far.*")

@@ -31,19 +31,21 @@ from typing import Any, Iterator  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from .client import TERMINAL, ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
-from .supervisor import interrupt_on_sigterm  # noqa: E402
+from .client import ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
+from .serverproc import interrupt_on_sigterm  # noqa: E402
+from .reducer import Approval, Denied, Part, TaskFold, Text, Thinking, Tool  # noqa: E402
 from .transcript import fmt_cost, fmt_duration  # noqa: E402
+from .vocab import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, UNFINISHED,  # noqa: E402
+                    WAITING, EventType)
 
 log = logging.getLogger("scout.ui")
 
 DEFAULT_UI_PORT = 7860
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-ACTIVE = ("pending", "running", "waiting")
 MAX_TOOL_OUTPUT = 6000  # characters of a tool's result shown in its step
 YIELD_EVERY = 0.05  # seconds: at most this often re-render during a burst of text deltas
-STATUS_ICONS = {"completed": "✅", "failed": "❌", "cancelled": "⏹️", "running": "🟢",
-                "pending": "🕓", "waiting": "✋"}
+STATUS_ICONS: dict[str, str] = {COMPLETED: "✅", FAILED: "❌", CANCELLED: "⏹️", RUNNING: "🟢", PENDING: "🕓",
+                                WAITING: "✋"}
 
 
 # =====================================================================================
@@ -103,24 +105,32 @@ def tool_input_markdown(name: str, tool_input: Any) -> str:
     return fence(clip(text), "json")
 
 
-@dataclass
-class TaskView:
-    """The chat messages of one task, built up event by event from its log."""
+def _folded(name: str) -> property:
+    """A TaskView attribute that is the fold's (status, error, result, times, last seq)."""
+    def get(view: "TaskView") -> Any:
+        return getattr(view.fold, name)
 
-    task_id: str
-    message: str
-    status: str = "pending"
-    error: str | None = None
-    result: dict[str, Any] | None = None
-    last_seq: int = 0
-    started_at: float | None = None
-    finished_at: float | None = None
-    items: list[dict[str, Any]] = field(default_factory=list)
-    _live: int | None = None  # index in items of the text message deltas are appended to
-    _tools: dict[str, int] = field(default_factory=dict)  # tool_use_id -> index in items
-    _tool_times: dict[str, float] = field(default_factory=dict)
-    _approvals: dict[str, int] = field(default_factory=dict)  # tool_use_id -> index in items
-    _asking: dict[str, str] = field(default_factory=dict)  # unanswered approvals: tool_use_id -> tool
+    def put(view: "TaskView", value: Any) -> None:
+        setattr(view.fold, name, value)
+    return property(get, put)
+
+
+class TaskView:
+    """The chat messages of one task, rendered from the fold of its log (scout/reducer.py)."""
+
+    status = _folded("status")
+    error = _folded("error")
+    result = _folded("result")
+    started_at = _folded("started_at")
+    finished_at = _folded("finished_at")
+    last_seq = _folded("last_seq")
+
+    def __init__(self, task_id: str, message: str, status: str = PENDING, error: str | None = None,
+                 result: dict[str, Any] | None = None) -> None:
+        self.task_id = task_id
+        self.message = message
+        self.fold = TaskFold(status=status, error=error, result=result)
+        self.deleted = False
 
     @classmethod
     def from_status(cls, doc: dict[str, Any]) -> "TaskView":
@@ -137,131 +147,82 @@ class TaskView:
 
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE
+        return self.status in UNFINISHED
 
     def apply_event(self, event: SSEEvent) -> None:
         if event.is_end:
             self.status = str(event.data.get("status") or self.status)
-            if self.status == "deleted":
-                self.items.append(notice("🗑️ This task was deleted."))
-            self._close_steps()
+            self.deleted = self.status == "deleted"
+            self.fold.close()
             return
         self.apply(event.type, event.payload, event.seq, event.time)
 
     def apply(self, kind: str, payload: dict[str, Any], seq: int | None = None, when: float | None = None) -> None:
-        """Fold one log event into the messages."""
-        if seq:
-            self.last_seq = max(self.last_seq, int(seq))
-        parent = payload.get("parent_tool_use_id")
-        if kind == "status":
-            self.status = payload.get("status") or self.status
-            if payload.get("error"):
-                self.error = payload["error"]
-            if self.status == "running" and self.started_at is None:
-                self.started_at = when
-            if self.status in TERMINAL:
-                self.finished_at = when
-                self._close_steps()
-        elif kind == "text_delta":
-            if parent:
-                return  # a sub-agent's live text: its whole block arrives as `assistant`
-            if self._live is None:
-                self.items.append({"role": "assistant", "content": ""})
-                self._live = len(self.items) - 1
-            self.items[self._live]["content"] += payload.get("text", "")
-        elif kind == "assistant":
-            text = payload.get("text") or ""
-            if parent:
-                self.items.append(step("💬 Sub-agent", text, parent_id=parent, status="done"))
-            elif self._live is not None:
-                self.items[self._live]["content"] = text
-                self._live = None
-            elif text:
-                self.items.append({"role": "assistant", "content": text})
-        elif kind == "thinking":
-            self._live = None
-            self.items.append(step("💭 Thinking", payload.get("text") or "", status="done"))
-        elif kind == "tool_use":
-            self._live = None
-            tool_id = str(payload.get("id") or f"tool-{len(self.items)}")
-            name = str(payload.get("name") or "tool")
-            tool_input = payload.get("input") or {}
-            body = "**Input**\n\n" + tool_input_markdown(name, tool_input)
-            self.items.append(step(tool_title(name, tool_input), body, status="pending",
-                                   step_id=tool_id, parent_id=parent))
-            self._tools[tool_id] = len(self.items) - 1
-            if when:
-                self._tool_times[tool_id] = when
-        elif kind == "tool_result":
-            tool_id = str(payload.get("tool_use_id") or "")
-            content = str(payload.get("content") or "")
-            is_error = bool(payload.get("is_error"))
-            label = "**Error**" if is_error else "**Output**"
-            text = f"\n\n{label}\n\n" + (fence(clip(content)) if content.strip() else "_(no output)_")
-            index = self._tools.get(tool_id)
-            if index is None:
-                self.items.append(step("🔧 Tool result", text.strip(), status="done"))
-                return
-            item = self.items[index]
-            item["content"] += text
-            meta = item["metadata"]
-            meta["status"] = "done"
-            if is_error:
-                meta["title"] = meta["title"].replace("🔧", "⚠️", 1)
-            started = self._tool_times.get(tool_id)
-            if started and when and when >= started:
-                meta["duration"] = round(when - started, 2)
-        elif kind == "approval_request":
-            self._live = None
-            tool = payload.get("tool") or "a tool"
-            tool_use_id = str(payload.get("tool_use_id") or "")
-            body = f"Claude Code asks to use **{tool}**:\n\n" + tool_input_markdown(str(tool), payload.get("input"))
-            self.items.append(step(f"✋ Approval needed · {tool}", body, status="pending",
-                                   step_id=f"approval-{tool_use_id}"))
-            self._approvals[tool_use_id] = len(self.items) - 1
-            self._asking[tool_use_id] = tool_title(str(tool), payload.get("input") or {}).removeprefix("🔧 ")
-        elif kind == "approval":
-            tool_use_id = str(payload.get("tool_use_id") or "")
-            index = self._approvals.get(tool_use_id)
-            self._asking.pop(tool_use_id, None)
-            decision = payload.get("decision") or "?"
-            if index is not None:
-                item = self.items[index]
-                item["metadata"]["status"] = "done"
-                item["metadata"]["log"] = "allowed" if decision == "allow" else "denied"
-                reason = payload.get("reason")
-                item["content"] += f"\n\n**{decision.title()}**" + (f": {reason}" if reason else "")
-        elif kind == "permission_denied":
-            self._live = None
-            tool = payload.get("tool") or "tool"
-            body = f"{payload.get('reason') or 'not allowed'}\n\n" + tool_input_markdown(str(tool), payload.get("input"))
-            self.items.append(step(f"⛔ {tool} not allowed", body, status="done"))
-        elif kind == "error":
-            self._live = None
-            self.items.append(notice(f"⚠️ {esc(payload.get('message') or 'error')}", kind="error"))
-        elif kind == "result":
-            self.result = payload
-            if payload.get("is_error") and payload.get("text") and not self._has_text(payload["text"]):
-                self.items.append(notice(f"⚠️ {esc(payload['text'])}", kind="error"))
-        # `system` events (init, status) carry nothing to show.
+        """Fold one log event in."""
+        self.fold.apply(kind, payload, seq, when)
 
-    def _has_text(self, text: str) -> bool:
-        return any(i.get("role") == "assistant" and not i.get("metadata") and i.get("content") == text
-                   for i in self.items)
+    def _items(self) -> list[dict[str, Any]]:
+        """The task's parts as chat messages: text as text, everything else as a step."""
+        items = [self._item(part) for part in self.fold.parts]
+        result = self.result or {}
+        if result.get("is_error") and result.get("text") and not any(
+                isinstance(p, Text) and not p.parent and p.text == result["text"] for p in self.fold.parts):
+            items.append(notice(f"⚠️ {esc(result['text'])}", kind="error"))
+        if self.deleted:
+            items.append(notice("🗑️ This task was deleted."))
+        return items
 
-    def _close_steps(self) -> None:
-        """A finished task has no step left spinning."""
-        self._live = None
-        self._asking.clear()
-        for item in self.items:
-            meta = item.get("metadata")
-            if meta and meta.get("status") == "pending":
-                meta["status"] = "done"
-                if self.status == "cancelled":
-                    meta["log"] = "stopped"
+    def _item(self, part: Part) -> dict[str, Any]:
+        if isinstance(part, Text):
+            if part.parent:
+                return step("💬 Sub-agent", part.text, parent_id=part.parent)
+            return {"role": "assistant", "content": part.text}
+        if isinstance(part, Thinking):
+            return step("💭 Thinking", part.text)
+        if isinstance(part, Tool):
+            return self._tool_item(part)
+        if isinstance(part, Approval):
+            body = f"Claude Code asks to use **{part.tool}**:\n\n" + tool_input_markdown(part.tool, part.input)
+            item = self._open_step(f"✋ Approval needed · {part.tool}", body, part.decision is not None,
+                                   f"approval-{part.tool_use_id}")
+            if part.decision is not None:
+                item["metadata"]["log"] = "allowed" if part.decision == "allow" else "denied"
+                item["content"] += f"\n\n**{part.decision.title()}**" + (f": {part.reason}" if part.reason else "")
+            return item
+        if isinstance(part, Denied):
+            body = f"{part.reason or 'not allowed'}\n\n" + tool_input_markdown(part.tool, part.input)
+            return step(f"⛔ {part.tool} not allowed", body)
+        return notice(f"⚠️ {esc(part.message)}", kind="error")
 
-    def footer(self) -> dict[str, Any] | None:
-        """The closing line: outcome, duration and cost; or a placeholder while nothing is shown yet."""
+    def _tool_item(self, tool: Tool) -> dict[str, Any]:
+        output = ""
+        if tool.done:
+            label = "**Error**" if tool.is_error else "**Output**"
+            output = f"\n\n{label}\n\n" + (fence(clip(tool.output or "")) if (tool.output or "").strip()
+                                               else "_(no output)_")
+        if not tool.called:  # a result whose call is not in the log
+            return step("🔧 Tool result", output.strip())
+        title = tool_title(tool.name, tool.input)
+        if tool.is_error:
+            title = title.replace("🔧", "⚠️", 1)
+        item = self._open_step(title, "**Input**\n\n" + tool_input_markdown(tool.name, tool.input) + output,
+                               tool.done, tool.id, tool.parent)
+        if tool.seconds is not None:
+            item["metadata"]["duration"] = tool.seconds
+        return item
+
+    def _open_step(self, title: str, body: str, resolved: bool, step_id: str,
+                   parent_id: str | None = None) -> dict[str, Any]:
+        """A step that spins until resolved; a finished task leaves none spinning."""
+        spinning = not resolved and not self.fold.closed
+        item = step(title, body, status="pending" if spinning else "done", step_id=step_id, parent_id=parent_id)
+        if not resolved and self.fold.closed and self.status == CANCELLED:
+            item["metadata"]["log"] = "stopped"
+        return item
+
+    def footer(self, items: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """The closing line: outcome, duration and cost; or a placeholder while nothing is shown
+        yet. `items`: the task's messages, if already made."""
         r = self.result or {}
         cost = fmt_cost(r.get("total_cost_usd"), missing="")
         if r.get("duration_ms") is not None:
@@ -272,34 +233,36 @@ class TaskView:
             took = ""
         turns = r.get("num_turns")
         extras = [x for x in (took, cost, f"{turns} turn{'s' if turns != 1 else ''}" if turns else "") if x]
-        if self.status == "completed":
+        if self.status == COMPLETED:
             return notice(" · ".join(["✅ Done", *extras]), kind="done")
-        if self.status == "failed":
+        if self.status == FAILED:
             text = "❌ Task failed" + (f": {esc(self.error)}" if self.error else "")
             return notice(" · ".join([text, *extras]), kind="error")
-        if self.status == "cancelled":
+        if self.status == CANCELLED:
             return notice(" · ".join(["⏹️ Stopped — the task was cancelled", *extras]), kind="stopped")
         if self.status == "deleted":
             return None
-        if self._asking:
-            tool_use_id, what = next(iter(self._asking.items()))
+        if self.fold.asking:
+            first = self.fold.asking[0]
+            tool_use_id = first.tool_use_id
+            what = tool_title(first.tool, first.input or {}).removeprefix("🔧 ")
             ask = notice(f"✋ Claude Code asks to use <code>{esc(what)}</code>. Allow it?", kind="ask")
             # Gradio shows the options of the conversation's last message as buttons.
             ask["options"] = [{"value": f"allow:{tool_use_id}", "label": "✅ Allow"},
                               {"value": f"deny:{tool_use_id}", "label": "🚫 Deny"}]
             return ask
-        if self.status == "waiting":
+        if self.status == WAITING:
             return notice("✋ Waiting for an approval…", kind="live")
-        if not any(i.get("content") for i in self.items):
-            text = "🕓 Queued — waiting for a free worker…" if self.status == "pending" else "⏳ Claude Code is starting…"
+        if not any(i.get("content") for i in (self._items() if items is None else items)):
+            text = "🕓 Queued — waiting for a free worker…" if self.status == PENDING else "⏳ Claude Code is starting…"
             return notice(text, kind="live")
         return None
 
     def messages(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [{"role": "user", "content": self.message}]
-        out += [dict(i, metadata=dict(i["metadata"])) if "metadata" in i else dict(i) for i in self.items
-                if i.get("content") or i.get("metadata")]
-        end = self.footer()
+        items = self._items()
+        out += [i for i in items if i.get("content") or i.get("metadata")]
+        end = self.footer(items)
         if end:
             out.append(end)
         return out
@@ -600,7 +563,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                     return
                 view.apply_event(event)
                 now = time.monotonic()
-                if event.type != "text_delta" or now - last_yield >= YIELD_EVERY or event.is_end:
+                if event.type != EventType.TEXT_DELTA or now - last_yield >= YIELD_EVERY or event.is_end:
                     last_yield = now
                     yield {chatbot: conv.shown(view.messages()), status_md: status_line(conv.session_id, view)}
         except ScoutAPIError as exc:
@@ -643,23 +606,23 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         try:
             for task in tasks:
                 try:
-                    view = TaskView.from_status(client.status(task["task_id"]))
+                    task_view = TaskView.from_status(client.status(task["task_id"]))
                 except ScoutAPIError as exc:
-                    view = TaskView(task_id=task["task_id"], message=task.get("message") or "",
-                                    status=task.get("status") or "failed", error=exc.message)
+                    task_view = TaskView(task_id=task["task_id"], message=task.get("message") or "",
+                                    status=task.get("status") or FAILED, error=exc.message)
                 if conv.epoch != epoch:
                     return
-                if not view.active:
-                    conv.done = conv.done + view.messages()
+                if not task_view.active:
+                    conv.done = conv.done + task_view.messages()
                     continue
                 # Still running (or queued): show what it has done so far, then follow it live.
                 if not followed and not conv.claim(epoch):
                     return
                 followed = True
-                yield {**settings, chatbot: conv.shown(view.messages()), task_box: view.task_id,
+                yield {**settings, chatbot: conv.shown(task_view.messages()), task_box: task_view.task_id,
                        send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
-                       status_md: status_line(session_id, view)}
-                yield from follow(conv, view, epoch)
+                       status_md: status_line(session_id, task_view)}
+                yield from follow(conv, task_view, epoch)
                 if conv.epoch != epoch:
                     return
             if not followed:
@@ -738,7 +701,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             if conv.epoch != epoch:
                 return
             conv.session_id = started["session_id"]
-            view = TaskView(task_id=started["task_id"], message=text, status=started.get("status", "pending"))
+            view = TaskView(task_id=started["task_id"], message=text, status=started.get("status", PENDING))
             hist, _ = history_choices()
             yield {chatbot: conv.shown(view.messages()), session_box: conv.session_id,
                    task_box: view.task_id, history: gr.update(choices=hist, value=conv.session_id),

@@ -11,16 +11,18 @@ import asyncio
 import sys
 import time
 import warnings
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from claude_agent_sdk import (
-    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, PermissionResultAllow, PermissionResultDeny,
-    ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
+    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, PermissionResult, PermissionResultAllow,
+    PermissionResultDeny, ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
 from .mirror import ScoutSessionStore, history_available
-from .store import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, Session, Store, Task
+from .store import Session, Store, Task
+from .taskspec import WorkerSpec
+from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
 
 APPROVAL_POLL_SECONDS = 0.1
 
@@ -28,13 +30,12 @@ APPROVAL_POLL_SECONDS = 0.1
 warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 
-def run(spec: dict[str, Any]) -> int:
-    """Run the task named in spec ({"task_id", "db", "claude_path", "approval_timeout"})."""
+def run(spec: WorkerSpec) -> int:
+    """Run the task the spec names; returns the process's exit code."""
     # A write that meets another process's lock waits for it, up to the task's idle limit.
-    store = Store(spec["db"], migrate=False, max_bytes=spec.get("db_max_bytes"),
-                  busy_timeout=spec.get("busy_timeout", 30.0))
-    store.max_events_per_task = spec.get("max_events_per_task")  # past it: EventCapError, the task fails
-    task = store.get_task(spec["task_id"])
+    store = Store(spec.db, migrate=False, max_bytes=spec.db_max_bytes, busy_timeout=spec.busy_timeout)
+    store.max_events_per_task = spec.max_events_per_task  # past it: EventCapError, the task fails
+    task = store.get_task(spec.task_id)
     if task is None or task.status not in ACTIVE or task.stop_requested:
         return 0  # stopped before it began: a stop's sweep may have come before our title
     try:
@@ -43,11 +44,11 @@ def run(spec: dict[str, Any]) -> int:
     except HistoryLost as exc:  # the session is over: later messages to it are refused at once
         print(f"scout worker: {exc}", file=sys.stderr, flush=True)
         store.mark_history_lost(task.session_id, str(exc))
-        store.transition(task.id, FAILED, ACTIVE, error=str(exc), unless_stop_requested=True)
+        store.transition(task.id, FAILED, error=str(exc), unless_stop_requested=True)
         return 1
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        store.transition(task.id, FAILED, ACTIVE, error=_describe(exc), unless_stop_requested=True)
+        store.transition(task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
         store.close()
@@ -78,7 +79,7 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgentOptions:
+def build_options(store: Store, task: Task, spec: WorkerSpec) -> ClaudeAgentOptions:
     """Translate a task's resolved options (mode, overrides, session) into the SDK's."""
     opts = task.options
     session = store.get_session(task.session_id)
@@ -98,17 +99,19 @@ def build_options(store: Store, task: Task, spec: dict[str, Any]) -> ClaudeAgent
         max_turns=opts.get("max_turns"),
         max_budget_usd=opts.get("max_budget_usd"),
         include_partial_messages=bool(opts.get("stream_deltas", True)),
-        cli_path=spec.get("claude_path"),
+        cli_path=spec.claude_path,
         can_use_tool=_approver(store, task, spec),
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
         # Every transcript line also goes to Scout's log as Claude Code writes it ("eager"),
         # and resume restores the conversation from there when Claude Code's file is gone.
-        session_store=ScoutSessionStore(store, task.session_id),
+        # (list_sessions and list_session_summaries are left out on purpose: the SDK probes for
+        # them, and Scout always resumes by id, never "the latest session".)
+        session_store=ScoutSessionStore(store, task.session_id),  # type: ignore[abstract]
         session_store_flush="eager",
     )
 
 
-def _approver(store: Store, task: Task, spec: dict[str, Any]):
+def _approver(store: Store, task: Task, spec: WorkerSpec) -> Callable[..., Awaitable[PermissionResult]]:
     """The can_use_tool callback: ask a person over HTTP for the mode's approval tools.
 
     Claude Code calls it only for tool uses its permission mode and allowed_tools do
@@ -116,12 +119,12 @@ def _approver(store: Store, task: Task, spec: dict[str, Any]):
     POST /chat/{id}/approve (no answer in time means deny); anything else is denied.
     """
     needs_person = set(task.options.get("approval_tools") or [])
-    timeout = float(spec.get("approval_timeout", 300.0))
+    timeout = float(spec.approval_timeout)
 
     async def can_use_tool(tool: str, tool_input: dict[str, Any],
                            context: ToolPermissionContext) -> PermissionResultAllow | PermissionResultDeny:
         if tool not in needs_person and "*" not in needs_person:
-            store.append_event(task.id, "permission_denied", {"tool": tool, "input": tool_input,
+            store.append_event(task.id, EventType.PERMISSION_DENIED, {"tool": tool, "input": tool_input,
                                                               "reason": "not allowed in this mode"})
             return PermissionResultDeny(message=f"{tool} is not allowed in mode {task.options.get('mode')}")
         tool_use_id = context.tool_use_id or f"{tool}-{time.time()}"
@@ -139,9 +142,9 @@ def _approver(store: Store, task: Task, spec: dict[str, Any]):
             store.decide_approval(task.id, "deny", "no answer in time", tool_use_id)
             answer = ("deny", "no answer in time")
         decision, reason = answer
-        store.append_event(task.id, "approval", {"tool_use_id": tool_use_id, "decision": decision,
+        store.append_event(task.id, EventType.APPROVAL, {"tool_use_id": tool_use_id, "decision": decision,
                                                  "reason": reason})
-        store.transition(task.id, RUNNING, (WAITING,), unless_stop_requested=True, started_at=task.started_at)
+        store.transition(task.id, RUNNING, only_from=(WAITING,), unless_stop_requested=True, started_at=task.started_at)
         if decision == "allow":
             return PermissionResultAllow(updated_input=tool_input)
         return PermissionResultDeny(message=reason or "denied by a person")
@@ -154,7 +157,7 @@ async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
     yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
 
 
-async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
+async def _drive(store: Store, task: Task, spec: WorkerSpec) -> None:
     options = build_options(store, task, spec)
     finished = False
     async for message in query(prompt=_prompt(task.message), options=options):
@@ -164,7 +167,7 @@ async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
         else:
             for type_, payload in translate(message):
                 store.append_event(task.id, type_, payload)
-                if type_ == "system" and payload.get("subtype") == "init" and payload.get("session_id"):
+                if type_ == EventType.SYSTEM and payload.get("subtype") == "init" and payload.get("session_id"):
                     store.set_claude_session(task.session_id, payload["session_id"], task.options.get("cwd"))
     if not finished:
         raise RuntimeError("Claude Code ended without a result: its output held no answer "
@@ -172,7 +175,7 @@ async def _drive(store: Store, task: Task, spec: dict[str, Any]) -> None:
 
 
 def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
-    summary = {
+    summary: dict[str, Any] = {
         "text": msg.result, "subtype": msg.subtype, "is_error": msg.is_error,
         "duration_ms": msg.duration_ms, "num_turns": msg.num_turns,
         "total_cost_usd": msg.total_cost_usd, "usage": msg.usage,
@@ -182,14 +185,14 @@ def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
         summary["api_error_status"] = msg.api_error_status
     if msg.errors:
         summary["errors"] = list(msg.errors)
-    store.append_event(task.id, "result", summary)
+    store.append_event(task.id, EventType.RESULT, summary)
     if msg.session_id:
         store.set_claude_session(task.session_id, msg.session_id, task.options.get("cwd"))
     if msg.is_error:
-        store.transition(task.id, FAILED, ACTIVE, error=result_error(msg), result=summary,
+        store.transition(task.id, FAILED, error=result_error(msg), result=summary,
                          unless_stop_requested=True)
     else:
-        store.transition(task.id, COMPLETED, ACTIVE, result=summary, unless_stop_requested=True)
+        store.transition(task.id, COMPLETED, result=summary, unless_stop_requested=True)
 
 
 def result_error(msg: ResultMessage) -> str:
@@ -225,31 +228,31 @@ def _tool_result_text(content: Any) -> str:
     return "\n".join(out)
 
 
-def translate(message: Any) -> list[tuple[str, dict[str, Any]]]:
+def translate(message: Any) -> list[tuple[EventType, dict[str, Any]]]:
     """One SDK message as event-log entries (type, payload); see the README's event schema."""
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[tuple[EventType, dict[str, Any]]] = []
     if isinstance(message, StreamEvent):
         ev = message.event
         if ev.get("type") == "content_block_delta" and ev.get("delta", {}).get("type") == "text_delta":
-            events.append(("text_delta", {"text": ev["delta"].get("text", ""),
+            events.append((EventType.TEXT_DELTA, {"text": ev["delta"].get("text", ""),
                                           "parent_tool_use_id": message.parent_tool_use_id}))
     elif isinstance(message, AssistantMessage):
         for block in message.content:
             if isinstance(block, TextBlock):
-                events.append(("assistant", {"text": block.text,
+                events.append((EventType.ASSISTANT, {"text": block.text,
                                              "parent_tool_use_id": message.parent_tool_use_id}))
             elif isinstance(block, ToolUseBlock):
-                events.append(("tool_use", {"id": block.id, "name": block.name, "input": block.input,
+                events.append((EventType.TOOL_USE, {"id": block.id, "name": block.name, "input": block.input,
                                             "parent_tool_use_id": message.parent_tool_use_id}))
             elif isinstance(block, ThinkingBlock):
-                events.append(("thinking", {"text": block.thinking}))
+                events.append((EventType.THINKING, {"text": block.thinking}))
         if message.error:
-            events.append(("error", {"message": str(message.error), "source": "assistant"}))
+            events.append((EventType.ERROR, {"message": str(message.error), "source": "assistant"}))
     elif isinstance(message, UserMessage):
         if isinstance(message.content, list):
             for block in message.content:
                 if isinstance(block, ToolResultBlock):
-                    events.append(("tool_result", {"tool_use_id": block.tool_use_id,
+                    events.append((EventType.TOOL_RESULT, {"tool_use_id": block.tool_use_id,
                                                    "content": _tool_result_text(block.content),
                                                    "is_error": bool(block.is_error)}))
     elif isinstance(message, SystemMessage):
@@ -259,7 +262,7 @@ def translate(message: Any) -> list[tuple[str, dict[str, Any]]]:
             for key in ("session_id", "model", "cwd", "permissionMode", "tools", "claude_code_version"):
                 if key in data:
                     payload[key] = data[key]
-        events.append(("system", payload))
+        events.append((EventType.SYSTEM, payload))
     return events
 
 
@@ -273,8 +276,7 @@ def main() -> None:
     parser.add_argument("task_id")
     args = parser.parse_args()
     settings = Settings.from_env()
-    sys.exit(run({"task_id": args.task_id, "db": settings.db, "claude_path": settings.claude_path,
-                  "approval_timeout": settings.approval_timeout}))
+    sys.exit(run(WorkerSpec.from_settings(args.task_id, settings)))
 
 
 if __name__ == "__main__":

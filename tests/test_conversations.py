@@ -247,7 +247,7 @@ def test_waiting_and_its_request_are_logged_together(tmp_path: Path):
     store = Store(str(tmp_path / "unit.db"))
     asked, stopping = (store.create_task("m", {}) for _ in range(2))
     for task in (asked, stopping):
-        store.transition(task.id, "running", ("pending",))
+        store.transition(task.id, "running")
     store.request_stop(stopping.id)
     for task in (asked, stopping):
         store.ask_approval(task.id, "tu1", "Write", {"file_path": "x"}, {"tool_use_id": "tu1", "tool": "Write"})

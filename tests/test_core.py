@@ -11,7 +11,8 @@ import psutil
 import requests
 
 from conftest import processes_matching, read_sse, tagged_processes
-from scout import supervisor, worker
+from scout import proctree, worker
+from scout.taskspec import WorkerSpec
 from scout.store import Store
 
 LONG_COMMAND = "python3 -c 'import time; time.sleep(300)' # scout-long-{}"
@@ -151,10 +152,10 @@ def test_stop_finds_a_leader_that_has_not_set_its_title_yet():
     young = subprocess.Popen(["sleep", "60"])
     try:
         started = psutil.Process(young.pid).create_time()
-        assert supervisor.task_processes(task_id, young.pid) == []
-        assert [p.pid for p in supervisor.task_processes(task_id, young.pid, started)] == [young.pid]
-        assert supervisor.task_processes(task_id, young.pid, started - 5) == []  # another process
-        assert supervisor.kill_tree(task_id, young.pid, 2.0, started) >= 1
+        assert proctree.task_processes(task_id, young.pid) == []
+        assert [p.pid for p in proctree.task_processes(task_id, young.pid, started)] == [young.pid]
+        assert proctree.task_processes(task_id, young.pid, started - 5) == []  # another process
+        assert proctree.kill_tree(task_id, young.pid, 2.0, started) >= 1
         assert young.wait(timeout=5) == -signal.SIGTERM
     finally:
         young.kill()
@@ -165,10 +166,10 @@ def test_a_worker_whose_task_is_being_stopped_does_not_start(tmp_path: Path):
     """The other half of that race: a worker forked after the stop's sweep ends at once."""
     store = Store(str(tmp_path / "unit.db"))
     task = store.create_task("never run", {})
-    store.transition(task.id, "running", ("pending",))
+    store.transition(task.id, "running")
     store.request_stop(task.id)
     before = store.events_after(task.id)
-    spec = {"task_id": task.id, "db": store.path, "claude_path": str(tmp_path / "no-claude")}
+    spec = WorkerSpec(task_id=task.id, db=store.path, claude_path=str(tmp_path / "no-claude"))
     assert worker.run(spec) == 0
     assert store.events_after(task.id) == before
 

@@ -183,13 +183,13 @@ def test_prune_works_in_small_transactions_and_spares_unfinished_tasks(tmp_path:
     done = []
     for n in (3, 20, 1, 0):
         task = store.create_task("m", {})
-        store.transition(task.id, "running", ("pending",))
+        store.transition(task.id, "running")
         for i in range(n):
             store.append_event(task.id, "text_delta", {"text": str(i)})
-        store.transition(task.id, "completed", ("running",))
+        store.transition(task.id, "completed")
         done.append(task.id)
     live = store.create_task("m", {})
-    store.transition(live.id, "running", ("pending",))
+    store.transition(live.id, "running")
     waiting = store.create_task("m", {}, session_id=store.get_task(done[0]).session_id)
     res = store.prune_finished(time.time() + 1, batch_events=7)  # "finished before now+1s": all of them
     assert res["tasks"] == 4 and sorted(res["task_ids"]) == sorted(done)
@@ -207,7 +207,7 @@ def test_event_cap_in_the_store(tmp_path: Path):
     store.max_events_per_task = 4
     task = store.create_task("m", {})
     store.append_event(task.id, "text_delta", {"text": "a"})
-    store.transition(task.id, "running", ("pending",))
+    store.transition(task.id, "running")
     store.append_event(task.id, "text_delta", {"text": "b"})
     with pytest.raises(EventCapError, match="SCOUT_MAX_EVENTS_PER_TASK"):
         store.append_event(task.id, "text_delta", {"text": "c"})

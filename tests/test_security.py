@@ -493,7 +493,7 @@ def test_make_undumpable_hides_environ_from_the_same_user(tmp_path):
     results = {}
     for hide in (False, True):
         code = ("import os, sys, time; sys.path.insert(0, %r)\n"
-                "from scout.supervisor import make_undumpable\n"
+                "from scout.serverproc import make_undumpable\n"
                 "ok = make_undumpable() if %r else True\n"
                 "print(os.getpid(), ok, flush=True); time.sleep(30)\n") % (str(ROOT), hide)
         proc = subprocess.Popen([*NOBODY, python_for_nobody(), "-c", code], stdout=subprocess.PIPE, text=True,

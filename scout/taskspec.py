@@ -1,0 +1,56 @@
+"""What crosses from the server to a task's processes: the worker spec and the task's marks.
+
+The supervisor (in the server) writes a WorkerSpec down the zygote's pipe as one JSON
+line; the zygote's fork (leader, then worker) reads it back. `python -m scout.worker`
+builds the same spec from the same settings, so a task run by hand gets the defaults a
+dispatched one gets. The marks (an environment tag and two process titles) are set in
+the task's processes (scout/zygote.py) and searched for by the server
+(scout/proctree.py); both take them from here. Standard library only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+# Every process of a task inherits this environment variable, holding the task id.
+TAG = "SCOUT_TASK_ID"
+# Forked processes keep the zygote's /proc/PID/environ, so the leader and worker also
+# carry the task id in their process title (what ps and /proc/PID/cmdline show).
+LEADER_TITLE, WORKER_TITLE = "scout: leader {}", "scout: worker {}"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a task's leader and worker need to know, and nothing they could look up."""
+
+    task_id: str
+    db: str                                  # the database file, absolute
+    db_max_bytes: int | None = None          # SCOUT_DB_MAX_MB, in bytes
+    log_path: str | None = None              # the worker's stdout/stderr (None: inherit)
+    nice: int = 10                           # SCOUT_TASK_NICE
+    claude_path: str | None = None           # the Claude Code CLI
+    approval_timeout: float = 300.0          # seconds a tool use waits for a person
+    max_events_per_task: int | None = None   # None: no cap
+    busy_timeout: float = 900.0              # how long a write waits for another's lock: SCOUT_IDLE_TIMEOUT
+
+    @classmethod
+    def from_settings(cls, task_id: str, settings: Settings, log_path: str | None = None) -> WorkerSpec:
+        """The spec of one task under these settings: the one way a spec is made."""
+        return cls(task_id=task_id, db=os.path.abspath(settings.db), db_max_bytes=settings.db_max_bytes,
+                   log_path=log_path, nice=settings.task_nice, claude_path=settings.claude_path,
+                   approval_timeout=settings.approval_timeout,
+                   max_events_per_task=settings.max_events_per_task or None,
+                   busy_timeout=settings.idle_timeout)
+
+    def to_json(self) -> str:
+        """One line of JSON, as it goes down the zygote's pipe."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorkerSpec:
+        return cls(**json.loads(text))

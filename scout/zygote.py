@@ -1,0 +1,200 @@
+"""The task processes' own code: the zygote, and the leader and worker it forks.
+
+Everything here runs outside the server, in the processes of scout/supervisor.py's
+picture:
+
+    server ── zygote ── leader ── worker ── Claude CLI ── tool processes
+              (warm)    (tini)    (SDK)
+
+* The **zygote** is a single-threaded Python process started once (by the supervisor,
+  with ``python -c "from scout.zygote import zygote_main; ..."``), with claude_agent_sdk
+  already imported and only the environment Claude Code may see. It forks a task's
+  processes in about a millisecond (a fresh interpreter would spend ~0.5 s importing the
+  SDK) and reports their pids and exit statuses over a pipe: WorkerSpec lines in on
+  stdin, JSON reports out on stdout.
+* The **leader** is the first fork: it starts a session of its own (so a server crash
+  or a Ctrl-C does not reach the task), makes itself a child subreaper (so tool
+  processes orphaned by a dying CLI are re-parented to it rather than to init), forks
+  the worker, reaps everything until the worker exits and exits with its status.
+  Its pid and start time are the task's worker identity in the log.
+* The **worker** runs scout/worker.py's ``run`` and exits with its code.
+
+The server never imports this module (it starts the zygote by its name); its side of the
+pipe is scout/supervisor.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import sys
+from typing import Any, TextIO
+
+import psutil
+import setproctitle
+
+from .linux import PR_SET_CHILD_SUBREAPER, prctl
+from .taskspec import LEADER_TITLE, TAG, WORKER_TITLE, WorkerSpec
+
+
+def _set_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _lower_priority(nice: int) -> None:
+    """Give the task's processes less CPU than the server, which must stay responsive.
+
+    A new session is a scheduling group of its own where the kernel groups by session
+    (autogroup): there the group's nice value is what counts; elsewhere, the process's.
+    """
+    if nice <= 0:
+        return
+    try:
+        with open("/proc/self/autogroup", "w") as fh:
+            fh.write(str(nice))
+    except OSError:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+
+
+def _redirect_output(log_path: str) -> None:
+    """stdin from /dev/null; stdout and stderr appended to the task's log file."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    nullfd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nullfd, 0)
+    os.dup2(logfd, 1)
+    os.dup2(logfd, 2)
+
+
+def _exit_code(status: int) -> int:
+    """A waitpid status as a shell-style exit code (128+N for death by signal N)."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _lead(spec: WorkerSpec) -> None:
+    """The task leader, in the freshly forked child of the zygote. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        _lower_priority(spec.nice)
+        _set_subreaper()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        os.environ[TAG] = spec.task_id
+        setproctitle.setproctitle(LEADER_TITLE.format(spec.task_id))
+        if spec.log_path:
+            _redirect_output(spec.log_path)
+        os.closerange(3, 65536)
+        worker = os.fork()
+        if worker == 0:
+            _work(spec)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            if pid == worker:
+                code = _exit_code(status)
+                if code >= 128:
+                    print(f"scout: worker killed by signal {code - 128}", file=sys.stderr, flush=True)
+                break
+    finally:
+        os._exit(code)
+
+
+def _work(spec: WorkerSpec) -> None:
+    """The worker, forked by the leader. Never returns."""
+    code = 1
+    try:
+        setproctitle.setproctitle(WORKER_TITLE.format(spec.task_id))
+        from . import worker
+        code = worker.run(spec)
+    except BaseException as exc:  # noqa: BLE001 - report anything, then exit
+        print(f"scout worker crashed: {exc!r}", file=sys.stderr, flush=True)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def zygote_main() -> None:
+    """The zygote's loop: spawn requests in on stdin, pid and exit reports out on stdout."""
+    from . import worker  # noqa: F401  the expensive import, done once and shared by every fork
+    import anyio._backends._asyncio  # noqa: F401  imported lazily by anyio; do it here, once
+
+    setproctitle.setproctitle("scout: zygote")
+    _set_subreaper()  # the leaders' orphans (after a worker dies) come here to be reaped
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    stdin = 0
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we end
+    leaders: set[int] = set()
+    sel = selectors.DefaultSelector()
+    sel.register(stdin, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    buf = b""
+    serving = True
+    while serving or leaders:
+        for key, _ in sel.select(timeout=None if serving else 1.0):
+            if key.fd == wake_r:
+                os.read(wake_r, 4096)
+                continue
+            chunk = os.read(stdin, 65536)
+            if not chunk:
+                # The server went away (shut down, or crashed). The tasks keep running, to
+                # be adopted by the next server; we stay only to reap them as they end, so
+                # no leader is left to an init that may not reap (containers without one).
+                sel.unregister(stdin)
+                setproctitle.setproctitle("scout: zygote (server gone, reaping)")
+                serving = False
+                continue
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                spec = WorkerSpec.from_json(line)
+                pid = os.fork()
+                if pid == 0:
+                    sel.close()
+                    _lead(spec)
+                leaders.add(pid)
+                try:
+                    started = psutil.Process(pid).create_time()
+                except psutil.Error:
+                    started = None
+                serving = _report(out, {"event": "spawned", "task_id": spec.task_id, "pid": pid,
+                                        "started": started}) and serving
+        while True:  # reap every child that has exited: leaders, and orphans passed to us
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in leaders:
+                leaders.discard(pid)
+                if serving:
+                    serving = _report(out, {"event": "exited", "pid": pid, "code": _exit_code(status)})
+    os._exit(0)
+
+
+def _report(out: TextIO, message: dict[str, Any]) -> bool:
+    """Tell the server something; False once it is gone (its end of the pipe closed)."""
+    try:
+        out.write(json.dumps(message) + "\n")
+        return True
+    except (BrokenPipeError, OSError):
+        return False

@@ -1,0 +1,49 @@
+"""The WorkerSpec that crosses the zygote's pipe. Part of the fast layer (`make test-fast`)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from scout import worker
+from scout.config import Settings
+from scout.taskspec import WorkerSpec
+
+
+def test_the_spec_comes_from_the_settings(tmp_path: Path) -> None:
+    settings = Settings.from_env({"SCOUT_DB": str(tmp_path / "s.db"), "SCOUT_DB_MAX_MB": "5",
+                                  "SCOUT_TASK_NICE": "3", "SCOUT_APPROVAL_TIMEOUT": "12",
+                                  "SCOUT_CLAUDE_PATH": "/bin/true", "SCOUT_MAX_EVENTS_PER_TASK": "0"})
+    spec = WorkerSpec.from_settings("t1", settings, str(tmp_path / "t1.log"))
+    assert spec == WorkerSpec(task_id="t1", db=str(tmp_path / "s.db"), db_max_bytes=5 * 2**20,
+                              log_path=str(tmp_path / "t1.log"), nice=3, claude_path="/bin/true",
+                              approval_timeout=12.0, max_events_per_task=None)
+
+
+def test_a_relative_database_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = WorkerSpec.from_settings("t", Settings.from_env({"SCOUT_DB": "data/x.db"}))
+    assert spec.db == os.path.join(str(tmp_path), "data", "x.db") and spec.log_path is None
+
+
+def test_the_spec_survives_the_pipe() -> None:
+    spec = WorkerSpec(task_id="t", db="/d.db", db_max_bytes=None, log_path="/l", nice=0,
+                      claude_path=None, approval_timeout=1.5, max_events_per_task=10)
+    line = spec.to_json()
+    assert "\n" not in line and WorkerSpec.from_json(line) == spec and WorkerSpec.from_json(line.encode()) == spec
+    with pytest.raises(TypeError):
+        WorkerSpec.from_json('{"task_id": "t", "db": "/d", "surprise": 1}')
+
+
+def test_worker_main_builds_the_same_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"SCOUT_DB": str(tmp_path / "m.db"), "SCOUT_TASK_NICE": "4", "SCOUT_APPROVAL_TIMEOUT": "9"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    seen: list[WorkerSpec] = []
+    monkeypatch.setattr(worker, "run", lambda spec: seen.append(spec) or 0)
+    monkeypatch.setattr("sys.argv", ["scout.worker", "t9"])
+    with pytest.raises(SystemExit) as exit_:
+        worker.main()
+    assert exit_.value.code == 0
+    assert seen == [WorkerSpec.from_settings("t9", Settings.from_env())]
