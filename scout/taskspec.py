@@ -9,6 +9,7 @@ the task's processes (scout/zygote.py) and searched for by the server
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -22,6 +23,21 @@ TAG = "SCOUT_TASK_ID"
 # Forked processes keep the zygote's /proc/PID/environ, so the leader and worker also
 # carry the task id in their process title (what ps and /proc/PID/cmdline show).
 LEADER_TITLE, WORKER_TITLE = "scout: leader {}", "scout: worker {}"
+
+
+# The zygote's one control message besides specs: stop taking tasks, and exit once the
+# leaders it has are gone (sent only by the server that started it, which then reaps it).
+QUIT = json.dumps({"op": "quit"})
+
+
+def zygote_address(db: str) -> str:
+    """Where the zygote of the database `db` listens: a unix socket beside the database
+    (so the next server, after a crash, finds the zygote its tasks still run under), or,
+    when that path is too long for a socket address, a name in Linux's abstract namespace."""
+    path = os.path.abspath(db) + ".zygote"
+    if len(path.encode()) < 100:
+        return path
+    return "\0scout-zygote-" + hashlib.sha256(path.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

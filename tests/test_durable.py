@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 from conftest import ROOT, ScoutServer, wait_for
 
@@ -270,3 +273,58 @@ def test_backup_during_a_burst_is_consistent_and_restores(make_server, tmp_path)
     assert restored.get("/health").json()["database"]["ok"] is True
     listed = {t["task_id"] for t in restored.get("/tasks").json()["tasks"]}
     assert listed == set(burst)
+
+
+# -- no zombie, real exit statuses, after a server crash ---------------------------------------
+
+def zygote_of(server: ScoutServer) -> psutil.Process:
+    """The server's zygote: its one child titled so (found by parentage: forked processes
+    that set a title no longer show their environment)."""
+    children = [p for p in psutil.Process(server.proc.pid).children() if p.cmdline()[:1] == ["scout: zygote"]]
+    assert len(children) == 1, children
+    return children[0]
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_after_a_server_crash_no_zombie_remains_and_adopted_tasks_report_how_they_ended(make_server):
+    first = make_server()
+    doomed = first.chat("SLOW: 3000 0.1 runs until killed")
+    finishing = first.chat("SLOW: 60 0.1 ends by itself")
+    for task_id in (doomed, finishing):
+        wait_for(lambda: any(e["type"] == "text_delta" for e in first.status(task_id)["events"]), 90,
+                 "the task streaming")
+    zygote = zygote_of(first).pid
+    before = psutil.Process(zygote).children(recursive=True)  # leaders, workers, CLIs, tools
+    doomed_worker = next(p.pid for p in before if p.cmdline()[:1] == [f"scout: worker {doomed}"])
+    first.kill()  # a crash: the zygote and the tasks outlive it
+
+    second = make_server()
+    assert not zombie(zygote) and psutil.pid_exists(zygote)  # picked up, not left to init
+    os.kill(doomed_worker, signal.SIGKILL)  # the adopted task dies
+    killed = second.wait(doomed, timeout=60)
+    assert killed["status"] == "failed"
+    assert killed["error"].startswith("the worker was killed by SIGKILL"), killed["error"]
+    done = second.wait(finishing, timeout=120)
+    assert done["status"] == "completed", done["error"]
+    # Once they have ended, nothing of theirs is left, not even a zombie (this sandbox's
+    # PID 1 does not reap: a process left to it would stay a zombie).
+    pids = {p.pid for p in before}
+    wait_for(lambda: not any(psutil.pid_exists(pid) for pid in pids), 30,  # a zombie's pid exists
+             "every process of the tasks reaped")
+    assert psutil.Process(zygote).status() != psutil.STATUS_ZOMBIE  # still serving the second server
+    assert second.wait(second.chat("after the crash"))["status"] == "completed"
+
+
+def test_a_clean_shutdown_with_nothing_running_ends_its_zygote(make_server):
+    server = make_server()
+    assert server.wait(server.chat("hello"))["status"] == "completed"
+    zygote = zygote_of(server).pid
+    wait_for(lambda: server.get("/health").json()["workers"]["active"] == 0, 30, "the task's leader reaped")
+    assert server.stop() == 0
+    assert not psutil.pid_exists(zygote)  # told to exit, and reaped by its server
