@@ -166,7 +166,7 @@ class Supervisor:
         and its hello says which leaders live and how the others ended."""
         with self._zygote_lock:
             link = self._zygote = self._open_zygote()
-        summary = self.reconcile(ended={e["task_id"] for e in link.hello.get("exited", [])})
+        summary = self.reconcile(ended={e["task_id"]: e["pid"] for e in link.hello.get("exited", [])})
         self._take_over(link)
         thread = threading.Thread(target=self._dispatch_loop, name="scout-dispatch", daemon=True)
         thread.start()
@@ -205,18 +205,18 @@ class Supervisor:
                 log.warning("the zygote did not exit: %s", exc)
         link.close()
 
-    def reconcile(self, ended: set[str] | None = None) -> dict[str, int]:
+    def reconcile(self, ended: dict[str, int] | None = None) -> dict[str, int]:
         """Settle every unfinished task found in the log at start-up.
 
         Pending tasks simply wait for the dispatcher. A running task whose leader is
         still alive (same pid *and* start time *and* tag) is adopted; one that never got
-        a process is queued again; one whose process is gone has failed. Tasks in `ended`
-        (their leader's exit status is known: the zygote kept it) are left to _take_over,
-        which settles them with it.
+        a process is queued again; one whose process is gone has failed. A task in `ended`
+        (task id -> pid of a leader whose exit status the zygote kept) is left to _take_over,
+        which settles it with that status, if that leader is the task's recorded one.
         """
         summary = {"adopted": 0, "requeued": 0, "lost": 0, "cancelled": 0}
         for task in self.store.tasks_in(ACTIVE):
-            if task.id in (ended or ()):
+            if ended and task.worker_pid is not None and ended.get(task.id) == task.worker_pid:
                 continue
             if identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
