@@ -3,6 +3,7 @@
     scout ask "why does the build fail?" --cwd .     start a task and follow it live
     scout tasks / show ID / tail ID / stop ID        look at and control tasks
     scout serve / ui / up                            run the API, the web UI, or both
+    scout mcp                                        serve Scout's tools to an MCP client (stdio)
 
 Task and session ids may be shortened to a unique prefix (at least 4 characters).
 The server is found at --url, else $SCOUT_URL (or $SCOUT_API_URL), else at
@@ -740,10 +741,16 @@ def cmd_health(client: ScoutClient, args: argparse.Namespace) -> int:
     return EXIT_OK if res.get("status") == "ok" else EXIT_TASK_FAILED
 
 
+def cmd_mcp(client: ScoutClient, args: argparse.Namespace) -> int:
+    from .mcp_server import serve  # here: only this command needs the mcp package
+
+    return serve(client)
+
+
 COMMANDS: dict[str, Callable[[ScoutClient, argparse.Namespace], int]] = {
     "ask": cmd_ask, "tasks": cmd_tasks, "show": cmd_show, "tail": cmd_tail, "stop": cmd_stop,
     "approve": cmd_approve, "prune": cmd_prune, "sessions": cmd_sessions, "session": cmd_session,
-    "modes": cmd_modes, "health": cmd_health,
+    "modes": cmd_modes, "health": cmd_health, "mcp": cmd_mcp,
 }
 
 
@@ -842,6 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("modes", "list the modes tasks can run in")
     add("health", "show the server's health")
+    add("mcp", "serve Scout's tools (start_task, get_task, ...) to an MCP client over stdio, "
+               "e.g. `claude mcp add scout -- scout mcp`")
     return parser
 
 

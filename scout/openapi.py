@@ -250,6 +250,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "approval_tools": {"type": "array", "items": STR},
             "permission_mode": {"type": "string", "enum": list(PERMISSION_MODES)},
             "model": STR_OR_NULL, "max_turns": INT_OR_NULL,
+            "mcp_servers": {"type": "array", "items": STR,
+                            "description": "Names of the MCP servers the mode gives Claude Code (its tools are "
+                                           "mcp__NAME__TOOL); their commands, URLs and secrets are not shown."},
         }),
         "PruneRequest": {"type": "object", "additionalProperties": False, "properties": {
             "older_than_days": _nullable({"type": "number", "minimum": 0, "maximum": 1e6})}},

@@ -85,9 +85,11 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
         "mode": mode.name, "mode_prompt": mode.prompt, "cwd": cwd,
         "append_system_prompt": req.get("append_system_prompt"),
         "permission_mode": mode.permission_mode,
-        "allowed_tools": req.get("allowed_tools", mode.allowed_tools),
+        "allowed_tools": mode.tool_rules(req.get("allowed_tools", mode.allowed_tools),
+                                         req.get("disallowed_tools", mode.disallowed_tools)),
         "disallowed_tools": req.get("disallowed_tools", mode.disallowed_tools),
         "approval_tools": mode.approval_tools,
+        "mcp_servers": mode.sdk_mcp_servers(),  # the operator's modes file only: never from a request
         "model": req.get("model", mode.model),
         "max_turns": req.get("max_turns", mode.max_turns),
         "max_budget_usd": req.get("max_budget_usd"),

@@ -20,6 +20,7 @@ from claude_agent_sdk import (
 )
 
 from .mirror import ScoutSessionStore, history_available
+from .modes import tool_matches
 from .store import Session, Store, Task
 from .taskspec import WorkerSpec
 from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
@@ -95,6 +96,7 @@ def build_options(store: Store, task: Task, spec: WorkerSpec) -> ClaudeAgentOpti
         permission_mode=opts.get("permission_mode") or "default",
         allowed_tools=list(opts.get("allowed_tools") or []),
         disallowed_tools=list(opts.get("disallowed_tools") or []),
+        mcp_servers=dict(opts.get("mcp_servers") or {}),
         model=opts.get("model"),
         max_turns=opts.get("max_turns"),
         max_budget_usd=opts.get("max_budget_usd"),
@@ -118,12 +120,12 @@ def _approver(store: Store, task: Task, spec: WorkerSpec) -> Callable[..., Await
     not already settle. Tools the mode names in approval_tools wait for
     POST /chat/{id}/approve (no answer in time means deny); anything else is denied.
     """
-    needs_person = set(task.options.get("approval_tools") or [])
+    needs_person = list(task.options.get("approval_tools") or [])
     timeout = float(spec.approval_timeout)
 
     async def can_use_tool(tool: str, tool_input: dict[str, Any],
                            context: ToolPermissionContext) -> PermissionResultAllow | PermissionResultDeny:
-        if tool not in needs_person and "*" not in needs_person:
+        if not tool_matches(tool, needs_person):
             store.append_event(task.id, EventType.PERMISSION_DENIED, {"tool": tool, "input": tool_input,
                                                               "reason": "not allowed in this mode"})
             return PermissionResultDeny(message=f"{tool} is not allowed in mode {task.options.get('mode')}")

@@ -116,7 +116,7 @@ def run_in_pty(args: list[str], env: dict[str, str], cwd: Path, react: Any, time
 def test_help_for_every_subcommand(tmp_path: Path) -> None:
     top = run_cli("--help", cwd=tmp_path)
     assert top.returncode == 0, top.stderr
-    commands = ["ask", "tasks", "show", "tail", "stop", "approve", "prune", "sessions", "session", "modes", "health"]
+    commands = ["ask", "tasks", "show", "tail", "stop", "approve", "prune", "sessions", "session", "modes", "health", "mcp"]
     for name in commands + ["up", "serve", "ui", "backup"]:
         assert re.search(rf"^\s+{name}\s", top.stdout, re.M), f"{name} missing from scout --help"
     for name in commands:
@@ -137,7 +137,7 @@ def test_help_for_every_subcommand(tmp_path: Path) -> None:
 def test_help_does_not_import_requests_or_the_server(tmp_path: Path) -> None:
     code = ("import sys, scout.cli as c\n"
             "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', sorted(m for m in ('requests', 'flask', 'gradio', 'scout.server', 'claude_agent_sdk')"
+            "print('LOADED', sorted(m for m in ('requests', 'flask', 'gradio', 'scout.server', 'claude_agent_sdk', 'mcp')"
             " if m in sys.modules))")
     res = subprocess.run([PY, "-c", code], cwd=str(tmp_path), env=cli_env(), capture_output=True, text=True,
                          timeout=60)

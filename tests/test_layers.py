@@ -16,7 +16,7 @@ TASK_PROCESS_CODE = {"scout.supervisor", "scout.zygote", "scout.proctree", "scou
 TASK_PROCESS_LIBS = {"psutil", "setproctitle", "claude_agent_sdk"}
 # Client-side and launcher code: they talk to the API over HTTP and start servers.
 CLIENT_SIDE = ["scout.ui", "scout.cli", "scout.launcher", "scout.client", "scout.vocab", "scout.reducer",
-               "scout.transcript"]
+               "scout.transcript", "scout.mcp_server"]
 
 
 def _imports(path: Path) -> set[str]:
