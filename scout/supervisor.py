@@ -166,7 +166,8 @@ class Supervisor:
         and its hello says which leaders live and how the others ended."""
         with self._zygote_lock:
             link = self._zygote = self._open_zygote()
-        summary = self.reconcile(ended={e["task_id"]: e["pid"] for e in link.hello.get("exited", [])})
+        summary = self.reconcile(ended={e["task_id"]: e["pid"] for e in link.hello.get("exited", [])},
+                                 alive={e["task_id"]: e["pid"] for e in link.hello.get("leaders", [])})
         self._take_over(link)
         thread = threading.Thread(target=self._dispatch_loop, name="scout-dispatch", daemon=True)
         thread.start()
@@ -205,20 +206,25 @@ class Supervisor:
                 log.warning("the zygote did not exit: %s", exc)
         link.close()
 
-    def reconcile(self, ended: dict[str, int] | None = None) -> dict[str, int]:
+    def reconcile(self, ended: dict[str, int] | None = None,
+                  alive: dict[str, int] | None = None) -> dict[str, int]:
         """Settle every unfinished task found in the log at start-up.
 
         Pending tasks simply wait for the dispatcher. A running task whose leader is
         still alive (same pid *and* start time *and* tag) is adopted; one that never got
         a process is queued again; one whose process is gone has failed. A task in `ended`
         (task id -> pid of a leader whose exit status the zygote kept) is left to _take_over,
-        which settles it with that status, if that leader is the task's recorded one.
+        which settles it with that status, if that leader is the task's recorded one. A
+        leader in `alive` (task id -> pid of a live, unreaped child of the zygote: no other
+        process can have its pid) is the task's without comparing start times, which two
+        processes compute from a boot time that moves with the clock.
         """
         summary = {"adopted": 0, "requeued": 0, "lost": 0, "cancelled": 0}
         for task in self.store.tasks_in(ACTIVE):
             if ended and task.worker_pid is not None and ended.get(task.id) == task.worker_pid:
                 continue
-            if identity_matches(task.worker_pid, task.worker_started, task.id):
+            ours = alive is not None and task.worker_pid is not None and alive.get(task.id) == task.worker_pid
+            if ours or identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
                     kill_tree(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
                     self.store.transition(task.id, CANCELLED)
