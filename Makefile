@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
@@ -11,15 +12,15 @@ TSTAMP := $(VENV)/.installed-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PIP) install --upgrade pip
 
 # Runtime: the pinned claude-agent-sdk brings its own Claude Code CLI, nothing else to install.
 $(STAMP): $(PY) setup.cfg constraints.txt
-	$(PY) -m pip install --quiet -c constraints.txt -e .
+	$(PIP) install -c constraints.txt -e .
 	touch $@
 
 $(TSTAMP): $(STAMP)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PIP) install -c constraints.txt -e '.[test]'
 	PYTHON=$(PY) scripts/install-browser.sh
 	touch $@
 

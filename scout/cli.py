@@ -1,7 +1,9 @@
 """`scout`: the command line for a Scout server.
 
     scout ask "why does the build fail?" --cwd .     start a task and follow it live
+                                                     (on a terminal, approvals are asked inline)
     scout tasks / show ID / tail ID / stop ID        look at and control tasks
+    scout changes / merge / discard SESSION          a Code session's worktree
     scout serve / ui / up                            run the API, the web UI, or both
     scout mcp                                        serve Scout's tools to an MCP client (stdio)
 
@@ -25,6 +27,7 @@ import importlib
 import json
 import os
 import re
+import select
 import shutil
 import sys
 import threading
@@ -36,7 +39,7 @@ if TYPE_CHECKING:  # imported for real only when a command runs (see run_command
 
 from .vocab import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUSES, TERMINAL, WAITING,
                     EventType)
-from .reducer import Approval, Denied, Problem, TaskFold, Text, Thinking, Tool
+from .reducer import Approval, Denied, FilesChanged, Problem, TaskFold, Text, Thinking, Tool, changes_line
 from .transcript import (fmt_cost, fmt_duration, fmt_time, result_line, session_markdown,
                          task_duration, task_markdown, tool_summary)
 
@@ -316,6 +319,9 @@ class EventRenderer:
         elif isinstance(part, Problem):
             self._end_text()
             self.out.line(self.out.style("✗ error: ", "red") + part.message)
+        elif isinstance(part, FilesChanged):
+            self._end_text()
+            self.out.line(self.out.style("📝 " + part.line, "cyan"))
         elif etype == EventType.STATUS:
             labels: dict[str | None, str] = {PENDING: "queued", RUNNING: "starting",
                                              WAITING: "waiting for approval"}
@@ -425,11 +431,45 @@ def _ask_stop(out: Out, client: ScoutClient, task_id: str) -> None:
         out.line(out.style(res["message"], "dim"))
 
 
+def _ask_approval(out: Out, client: ScoutClient, task_id: str, request: dict[str, Any]) -> None:
+    """An approval request seen live on a terminal: ask it here (`Allow Bash: env? [y/N]`) and
+    send the answer. Enter, n or end of input deny. The question is dropped if the task stops
+    waiting meanwhile (answered in the UI or with `scout approve`, timed out, stopped)."""
+    from .client import ScoutAPIError
+    name = str(request.get("tool") or "tool")
+    summary = tool_summary(name, request.get("input"), width=max(20, out.width - len(name) - 20))
+    sys.stderr.write(f"Allow {name}{': ' + summary if summary else ''}? [y/N] ")
+    sys.stderr.flush()
+    answer = _read_line_while(lambda: client.status(task_id, events=False).get("status") == "waiting")
+    if answer is None:
+        sys.stderr.write("\n")
+        out.line(out.style("  (no longer waiting: answered elsewhere, timed out or stopped)", "dim"))
+        return
+    decision = "allow" if answer.strip().lower() in ("y", "yes") else "deny"
+    try:
+        client.approve(task_id, decision, tool_use_id=request.get("tool_use_id"))
+    except ScoutAPIError as exc:  # answered elsewhere first, or the task ended: say so, follow on
+        out.line(out.style(f"  {exc.message}", "dim"))
+
+
+def _read_line_while(still_open: Callable[[], bool], poll: float = 1.0) -> str | None:
+    """A line from the terminal ("" at end of input), or None once still_open() is false."""
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], poll)
+        if ready:
+            return sys.stdin.readline()
+        if not still_open():
+            return None
+
+
 def follow_task(client: ScoutClient, task_id: str, out: Out, *, render: bool = True, after: int = 0,
-                on_interrupt: Callable[[], None] | None = None, spinner_label: str = "waiting") -> str:
-    """Follow a task's stream until its end; returns the final status from the `end` event."""
+                on_interrupt: Callable[[], None] | None = None, spinner_label: str = "waiting",
+                on_approval: Callable[[dict[str, Any]], None] | None = None) -> str:
+    """Follow a task's stream until its end; returns the final status from the `end` event.
+    on_approval(payload) is called for each approval request as it arrives (to ask it inline)."""
     spinner = Spinner(out, spinner_label).start() if render else None
-    renderer = EventRenderer(out, task_id, spinner)
+    # Asked inline, an approval needs no "answer with: scout approve" hint.
+    renderer = EventRenderer(out, task_id, spinner, live=on_approval is None)
     renderer.last_seq = after
     try:
         while True:
@@ -442,6 +482,13 @@ def follow_task(client: ScoutClient, task_id: str, out: Out, *, render: bool = T
                         renderer.handle(ev.data)
                     elif ev.seq is not None:
                         renderer.last_seq = ev.seq
+                    if on_approval and ev.data.get("type") == "approval_request":
+                        if spinner:
+                            spinner.paused = True
+                            out.clear_spinner()
+                        on_approval(ev.data.get("payload") or {})
+                        if spinner:
+                            spinner.paused = False
                 raise CliError(f"the event stream of task {task_id} ended without an end event")
             except KeyboardInterrupt:
                 if on_interrupt is None:
@@ -482,6 +529,8 @@ def cmd_ask(client: ScoutClient, args: argparse.Namespace) -> int:
         on_busy=args.on_busy or None,
         model=args.model or None,
         max_turns=args.max_turns,
+        workspace=args.workspace or None,
+        base=args.base or None,
     )
     task_id = started["task_id"]
     if args.no_follow:
@@ -495,9 +544,13 @@ def cmd_ask(client: ScoutClient, args: argparse.Namespace) -> int:
     if not args.json:
         out.line(out.style(f"▶ task {task_id} · session {started.get('session_id')}", "dim"))
     try:
+        # On a terminal, approvals are asked right here; elsewhere (a pipe, a script) the task
+        # waits for `scout approve`, the UI or the API, as the printed hint says.
+        inline = not args.json and out.tty and _isatty(sys.stdin)
         status = follow_task(client, task_id, out, render=not args.json,
                              on_interrupt=lambda: _ask_stop(out, client, task_id),
-                             spinner_label="queued" if started.get("status") == PENDING else "waiting")
+                             spinner_label="queued" if started.get("status") == PENDING else "waiting",
+                             on_approval=(lambda req: _ask_approval(out, client, task_id, req)) if inline else None)
     except Detach:
         out.newline()
         sys.stderr.write(f"scout: detached; task {task_id} keeps running "
@@ -708,6 +761,64 @@ def cmd_session(client: ScoutClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_changes(client: ScoutClient, args: argparse.Namespace) -> int:
+    session_id = resolve_session(client, args.session)
+    if args.patch:
+        sys.stdout.write(client.patch(session_id))
+        return EXIT_OK
+    res = client.changes(session_id)
+    if args.json:
+        _dump(res)
+        return EXIT_OK
+    out = Out()
+    ws = res.get("workspace") or {}
+    out.line(out.style(f"{ws.get('branch')} in {ws.get('path')}", "dim"))
+    width = max((len(f["path"]) for f in res.get("files") or []), default=0)
+    marks = {"added": "A", "modified": "M", "deleted": "D", "type_changed": "T"}
+    for f in res.get("files") or []:
+        counts = "binary" if f.get("binary") else (out.style(f"+{f['additions']}", "green") + " "
+                                                   + out.style(f"−{f['deletions']}", "red"))
+        out.line(f"{marks.get(f['status'], '?')}  {f['path']:<{width}}  {counts}")
+    out.line(changes_line(res) + f" since {str(ws.get('base_commit'))[:12]}")
+    return EXIT_OK
+
+
+def cmd_merge(client: ScoutClient, args: argparse.Namespace) -> int:
+    from .client import ScoutAPIError
+
+    session_id = resolve_session(client, args.session)
+    try:
+        res = client.merge(session_id, message=args.message, squash=args.squash)
+    except ScoutAPIError as exc:
+        paths = ((exc.body or {}).get("error") or {}).get("paths") if isinstance(exc.body, dict) else None
+        if exc.code == "merge_conflict" and paths and not args.json:
+            raise CliError(exc.message + "\n  conflicting: " + "\n  conflicting: ".join(paths)
+                           + "\n  nothing was changed; see the changes with: "
+                           + f"scout changes {session_id} --patch") from None
+        raise
+    if args.json:
+        _dump(res)
+    else:
+        print(f"merged into {res.get('target_branch')}: {str(res.get('commit'))[:12]} ({changes_line(res)})")
+    return EXIT_OK
+
+
+def cmd_discard(client: ScoutClient, args: argparse.Namespace) -> int:
+    session_id = resolve_session(client, args.session)
+    if not args.yes and _isatty(sys.stdin):
+        sys.stderr.write(f"Discard the worktree of session {session_id} and everything changed in it? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise CliError("not discarded")
+    res = client.discard(session_id)
+    if args.json:
+        _dump(res)
+    else:
+        gone = "" if res.get("removed") else " (nothing was there)"
+        print(f"discarded the worktree of session {session_id}{gone}")
+    return EXIT_OK
+
+
 def cmd_modes(client: ScoutClient, args: argparse.Namespace) -> int:
     res = client.modes()
     if args.json:
@@ -750,7 +861,8 @@ def cmd_mcp(client: ScoutClient, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[ScoutClient, argparse.Namespace], int]] = {
     "ask": cmd_ask, "tasks": cmd_tasks, "show": cmd_show, "tail": cmd_tail, "stop": cmd_stop,
     "approve": cmd_approve, "prune": cmd_prune, "sessions": cmd_sessions, "session": cmd_session,
-    "modes": cmd_modes, "health": cmd_health, "mcp": cmd_mcp,
+    "modes": cmd_modes, "health": cmd_health, "mcp": cmd_mcp, "changes": cmd_changes, "merge": cmd_merge,
+    "discard": cmd_discard,
 }
 
 
@@ -801,7 +913,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=text + f"; arguments go to {module} (scout {name} --help)",
                        add_help=False)
 
-    p = add("ask", "start a task and follow it live until it finishes")
+    p = add("ask", "start a task and follow it live until it finishes",
+            epilog="In a mode with approvals, a terminal is asked each request inline "
+                   "(Allow Bash: ls? [y/N]); without one (a pipe, a script) the task waits for "
+                   "`scout approve ID` (or the web UI, or the API).")
     p.add_argument("message", nargs="?", help="what to ask (- reads it from stdin)")
     p.add_argument("--session", metavar="ID", help="continue this session (conversation)")
     p.add_argument("--mode", metavar="M", help="mode to run in (see `scout modes`)")
@@ -814,6 +929,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-busy", choices=("queue", "reject", "interrupt"),
                    help="if the session is busy: wait (default), refuse, or stop the running task")
     p.add_argument("--no-follow", action="store_true", help="print the task id and return at once")
+    p.add_argument("--workspace", choices=("shared", "worktree", "auto"),
+                   help="a new session's workspace: its cwd itself, a git worktree of its own, or a "
+                        "worktree when cwd is in git (default: the mode's; Code is auto)")
+    p.add_argument("--base", metavar="REV", help="the commit-ish a new worktree starts from (default HEAD)")
 
     p = add("tasks", "list tasks, newest first")
     p.add_argument("--status", choices=STATUSES)
@@ -846,6 +965,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("session", "show a session's tasks")
     p.add_argument("session", metavar="ID", help="session id (or a unique prefix)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown transcript of the conversation")
+
+    p = add("changes", "show what a session changed in its worktree")
+    p.add_argument("session", metavar="ID", help="session id (or a unique prefix)")
+    p.add_argument("--patch", action="store_true", help="print the unified diff")
+
+    p = add("merge", "merge a session's worktree into the branch of the checkout it came from")
+    p.add_argument("session", metavar="ID", help="session id (or a unique prefix)")
+    p.add_argument("--message", "-m", help="the commit message")
+    p.add_argument("--squash", action="store_true", help="one commit instead of a merge commit")
+
+    p = add("discard", "remove a session's worktree and its branch")
+    p.add_argument("session", metavar="ID", help="session id (or a unique prefix)")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask first")
 
     add("modes", "list the modes tasks can run in")
     add("health", "show the server's health")

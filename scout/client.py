@@ -159,8 +159,8 @@ class ScoutClient:
 
     def request(self, method: str, path: str, *, json_body: Any = None,
                 params: dict[str, Any] | None = None, ok: tuple[int, ...] = (),
-                timeout: float | None = None) -> Any:
-        """Send one request and return the decoded JSON body.
+                timeout: float | None = None, text: bool = False) -> Any:
+        """Send one request and return the decoded JSON body (with ``text``, the body as text).
 
         Statuses below 400, and those listed in ``ok``, are answers; anything else
         raises :class:`ScoutAPIError` with the API's code and message.
@@ -177,6 +177,9 @@ class ScoutClient:
             raise ScoutUnreachable(self.base_url, _reason(exc)) from exc
         if resp.status_code >= 400 and resp.status_code not in ok:
             raise self._error(resp)
+        if text:
+            resp.encoding = resp.encoding or "utf-8"
+            return resp.text
         try:
             return resp.json()
         except ValueError as exc:
@@ -251,6 +254,27 @@ class ScoutClient:
     def delete_session(self, session_id: str) -> dict[str, Any]:
         """``DELETE /sessions/{id}``."""
         return self.request("DELETE", f"/sessions/{session_id}", timeout=max(self.timeout, 60.0))
+
+    def changes(self, session_id: str) -> dict[str, Any]:
+        """``GET /sessions/{id}/changes``: ``{files: [{path, status, additions, deletions, binary}],
+        additions, deletions, workspace}``, what the session changed in its worktree."""
+        return self.request("GET", f"/sessions/{session_id}/changes", timeout=max(self.timeout, 120.0))
+
+    def patch(self, session_id: str) -> str:
+        """``GET /sessions/{id}/changes?format=patch``: the session's changes as a unified diff."""
+        return self.request("GET", f"/sessions/{session_id}/changes", params={"format": "patch"},
+                            timeout=max(self.timeout, 120.0), text=True)
+
+    def merge(self, session_id: str, message: str | None = None, squash: bool = False) -> dict[str, Any]:
+        """``POST /sessions/{id}/merge``: ``{merged, commit, files}``; a conflict raises
+        ScoutAPIError with code ``merge_conflict`` (its ``body`` names the paths)."""
+        body: dict[str, Any] = {"message": message, "squash": squash or None}
+        return self.request("POST", f"/sessions/{session_id}/merge", timeout=max(self.timeout, 300.0),
+                            json_body={k: v for k, v in body.items() if v is not None})
+
+    def discard(self, session_id: str) -> dict[str, Any]:
+        """``POST /sessions/{id}/discard``: remove the session's worktree and its branch."""
+        return self.request("POST", f"/sessions/{session_id}/discard", timeout=max(self.timeout, 120.0))
 
     def prune(self, older_than_days: float | None = None) -> dict[str, Any]:
         """``POST /admin/prune``: run retention now; ``{deleted_tasks, deleted_events, freed_bytes, ...}``."""

@@ -75,6 +75,7 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     modes_file: str | None = None
     log_dir: str = ""
+    worktrees: str = ""  # SCOUT_WORKTREES: where sessions' git worktrees are made
     max_message_bytes: int = 100_000
     worker_env_pass: list[str] = field(default_factory=list)
     db_max_bytes: int | None = None
@@ -88,6 +89,12 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_hosts: list[str] = field(default_factory=lambda: list(DEFAULT_WEBHOOK_HOSTS))
+
+    def __post_init__(self) -> None:
+        # Settings built in code (tests, embedders) get worktrees beside the database too,
+        # never in whatever directory the process happens to run in.
+        if not self.worktrees:
+            self.worktrees = os.path.join(os.path.dirname(os.path.abspath(self.db)), "worktrees")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -115,6 +122,7 @@ class Settings:
             cors_origins=_list(env, "SCOUT_CORS_ORIGINS", []),
             modes_file=env.get("SCOUT_MODES_FILE") or None,
             log_dir=os.path.abspath(env.get("SCOUT_LOG_DIR") or os.path.join(os.path.dirname(db), "logs")),
+            worktrees=os.path.abspath(env.get("SCOUT_WORKTREES") or os.path.join(os.path.dirname(db), "worktrees")),
             max_message_bytes=_int(env, "SCOUT_MAX_MESSAGE_BYTES", 100_000, low=1),
             worker_env_pass=_list(env, "SCOUT_WORKER_ENV", []),
             db_max_bytes=_int(env, "SCOUT_DB_MAX_MB", 0) * 1024 * 1024 or None,

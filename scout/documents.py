@@ -13,6 +13,7 @@ from typing import Any
 from .store import Event, Session, Store, Task
 from .validate import SESSION_ID, ApiError, check_task_id
 from .vocab import END, TERMINAL, EventType
+from .workspace import Workspace
 
 
 def task_or_404(store: Store, task_id: str) -> Task:
@@ -40,6 +41,7 @@ def session_detail(session: Session, tasks: list[Task]) -> dict[str, Any]:
         "session_id": session.id, "cwd": session.cwd, "created_at": session.created_at,
         "last_activity": session.updated_at, "claude_session_id": session.claude_session_id,
         "can_continue": session.can_continue, "history_lost": session.history_lost,
+        "workspace": Workspace.from_dict(session.workspace).public(),
         "tasks": [{"task_id": t.id, "status": t.status, "message": t.message,
                    "result_text": (t.result or {}).get("text"), "error": t.error,
                    "cost_usd": (t.result or {}).get("total_cost_usd"), "mode": t.options.get("mode"),
@@ -69,6 +71,7 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
         "cwd": task.options.get("cwd"), "created_at": task.created_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
         "worker_pid": task.worker_pid, "result": None,
+        "workspace": Workspace.from_dict(task.options.get("workspace")).public(),
     }
     if task.result:
         r = task.result

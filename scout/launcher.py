@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import shutil
 import socket
 import sys
 import time
@@ -76,6 +77,23 @@ def check_port_free(host: str, port: int, what: str, flag: str) -> None:
                 raise LaunchError(f"no permission to listen on port {port} for the {what}; "
                                   f"use a port above 1023 ({flag})") from None
             raise LaunchError(f"cannot listen on {host}:{port} for the {what}: {exc}") from None
+
+
+def command_hint(api_url: str) -> str:
+    """How to reach the `scout` command from this shell: it is installed next to this
+    Python (in .venv/bin after `make run`), which is seldom on the PATH."""
+    installed = os.path.join(os.path.dirname(sys.executable), "scout")
+    if not os.path.exists(installed):
+        command = f"{sys.executable} -m scout.cli"
+    elif shutil.which("scout") == installed:
+        command = "scout"
+    else:
+        relative = os.path.relpath(installed)
+        command = relative if not relative.startswith("..") else installed
+        if os.sep not in command:
+            command = "./" + command
+    url = "" if api_url == f"http://127.0.0.1:{DEFAULT_PORT}" else f"SCOUT_URL={api_url} "
+    return f"Scout CLI: {url}{command} --help"
 
 
 def client_host(host: str) -> str:
@@ -160,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _wait_until_up(children, args.startup_timeout, lambda: bool(stop_requested))
         if code is not None:
             return code
-        print(f"Scout API: {api_url}\nScout UI:  {ui_url}\nPress Ctrl-C to stop both.", flush=True)
+        print(f"Scout API: {api_url}\nScout UI:  {ui_url}\n{command_hint(api_url)}\n"
+              "Press Ctrl-C to stop both.", flush=True)
         while not stop_requested:
             for child in children:
                 if not child.alive():

@@ -292,7 +292,7 @@ def build_server(client: ScoutClient) -> MCPServer:
         """The file changes a session's tasks made in their workspace (on Scout servers that give
         tasks workspaces of their own)."""
         session_id = checked_id(session_id, "session_id")
-        return api_call(client, lambda: client.request("GET", f"/sessions/{session_id}/changes"))
+        return api_call(client, lambda: client.changes(session_id))
 
     return server
 

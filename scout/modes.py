@@ -8,10 +8,12 @@ Built-in modes can be overridden, and new ones added, from a TOML file
     prompt = "Review the code you are shown."
     allowed_tools = ["Read", "Grep", "Glob"]
     disallowed_tools = ["Bash"]
-    approval_tools = ["Write"]      # asked of a person over HTTP
+    approval_tools = ["Write"]      # asked of a person over HTTP, on every use
+    auto_approve_read_only = false  # true: Claude Code's read-only Bash commands are not asked
     permission_mode = "default"     # default | acceptEdits | plan | bypassPermissions | dontAsk
     model = "claude-sonnet-4-5"
     max_turns = 20
+    workspace = "auto"              # shared | worktree | auto (a git worktree when cwd is in one)
 
     [modes.Review.mcp_servers.tracker]   # an MCP server Claude Code starts for the task (stdio)
     command = "/usr/local/bin/tracker-mcp"
@@ -36,6 +38,8 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable
+
+from .workspace import KINDS as WORKSPACES
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 READ_TOOLS = ["Read", "Grep", "Glob", "LS", "WebFetch", "WebSearch", "TodoWrite", "Task"]
@@ -70,9 +74,13 @@ class Mode:
     allowed_tools: list[str] = field(default_factory=list)
     disallowed_tools: list[str] = field(default_factory=list)
     approval_tools: list[str] = field(default_factory=list)
+    # False: every use of an approval tool is asked of a person, even a Bash command Claude
+    # Code takes for read-only (`ls`), which it would otherwise approve on its own.
+    auto_approve_read_only: bool = False
     permission_mode: str = "default"
     model: str | None = None
     max_turns: int | None = None
+    workspace: str = "shared"  # where a session's first task runs: see scout/workspace.py
     mcp_servers: dict[str, McpServer] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,7 +126,7 @@ BUILTIN = {
         "Code", "May edit files under the working directory (acceptEdits) and run commands.",
         prompt="You may edit files in the working directory to carry out the request.",
         allowed_tools=READ_TOOLS + ["Bash", "Edit", "Write", "NotebookEdit"],
-        permission_mode="acceptEdits"),
+        permission_mode="acceptEdits", workspace="auto"),
 }
 DEFAULT_MODE = "Scout"
 
@@ -149,8 +157,12 @@ def load_modes(path: str | None = None) -> dict[str, Mode]:
         if "mcp_servers" in table:
             base["mcp_servers"] = parse_mcp_servers(name, table["mcp_servers"])
         mode = Mode(**base)
+        if not isinstance(mode.auto_approve_read_only, bool):
+            raise ModeError(f"mode {name!r}: auto_approve_read_only must be true or false")
         if mode.permission_mode not in PERMISSION_MODES:
             raise ModeError(f"mode {name!r}: permission_mode must be one of {', '.join(PERMISSION_MODES)}")
+        if mode.workspace not in WORKSPACES:
+            raise ModeError(f"mode {name!r}: workspace must be one of {', '.join(WORKSPACES)}")
         modes[name] = mode
     return modes
 

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from . import __version__
-from .modes import DEFAULT_MODE, PERMISSION_MODES
+from .modes import DEFAULT_MODE, PERMISSION_MODES, WORKSPACES
 from .validate import MAX_REASON_CHARS, ON_BUSY
 from .vocab import EVENT_TYPES, PENDING, RUNNING, STATUSES, WAITING
 
@@ -78,7 +78,8 @@ ERROR_CODES = {
     403: "cwd resolves outside the allowed roots (SCOUT_ALLOWED_ROOTS).",
     404: "No such task or session (or no such path).",
     405: "Method not allowed; the Allow header lists those that are.",
-    409: "Conflict with the task's or session's state.",
+    409: "Conflict with the task's or session's state (session_busy, task_finished, workspace_mismatch, "
+         "workspace_missing, no_worktree, merge_conflict, target_dirty, target_moved...).",
     413: "The message is longer than SCOUT_MAX_MESSAGE_BYTES, or the body far too large.",
     415: "The body is not sent as application/json.",
     429: "Too many tasks are pending (SCOUT_MAX_PENDING); retry after Retry-After seconds.",
@@ -143,12 +144,43 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
         "text": STR_OR_NULL, "duration_ms": NUM_OR_NULL, "num_turns": INT_OR_NULL,
         "total_cost_usd": NUM_OR_NULL, "usage": {"type": ["object", "null"]}, "subtype": STR_OR_NULL,
     }, required=[])
+    file_change = _obj({"path": STR, "status": {"type": "string", "enum": ["added", "modified", "deleted",
+                                                                           "type_changed"]},
+                        "additions": INT, "deletions": INT, "binary": BOOL})
+    workspace = _obj({
+        "kind": {"type": "string", "enum": ["shared", "worktree"]},
+        "repo": {**STR, "description": "the top level of the checkout that holds cwd"},
+        "path": {**STR, "description": "the worktree folder (under SCOUT_WORKTREES)"},
+        "branch": {**STR, "description": "scout/<session>"},
+        "base_commit": {**STR_OR_NULL, "description": "what the session's changes count from; null after "
+                        "a discard (the next message makes a fresh worktree)"},
+        "target_branch": {**STR_OR_NULL, "description": "the branch a merge goes into"},
+    }, required=["kind"], description="Where the session's tasks run; kind shared has only kind.")
     return {
         "Error": _obj({"error": _obj({
             "code": {"type": "string", "description": "stable, machine-readable",
                      "examples": ["invalid_json", "unknown_field", "not_found"]},
             "message": {"type": "string", "description": "for people"},
-        })}, description="Every error answer has this body."),
+            "paths": {"type": "array", "items": STR,
+                      "description": "merge_conflict: the conflicting paths; target_dirty: the changed files"},
+        }, required=["code", "message"])}, description="Every error answer has this body."),
+        "Workspace": workspace,
+        "FileChange": file_change,
+        "Changes": _obj({"session_id": STR, "workspace": _ref("Workspace"),
+                         "files": {"type": "array", "items": _ref("FileChange")},
+                         "additions": INT, "deletions": INT},
+                        description="The session's changes against base_commit (uncommitted and untracked "
+                                    "files included); a `changes` event's payload has files, additions, deletions."),
+        "MergeRequest": {"type": "object", "additionalProperties": False, "properties": {
+            "message": _nullable({"type": "string", "minLength": 1, "maxLength": 10000, "pattern": NOT_BLANK,
+                                  "description": "the commit message"}),
+            "squash": _nullable({"type": "boolean", "description": "one commit instead of a merge"})}},
+        "MergeResult": _obj({"session_id": STR, "merged": {"const": True},
+                             "commit": {**STR, "description": "what the target branch now points at"},
+                             "files": {"type": "array", "items": _ref("FileChange")},
+                             "target_branch": STR_OR_NULL}),
+        "DiscardResult": _obj({"session_id": STR, "discarded": {"const": True},
+                               "removed": {**BOOL, "description": "false if nothing was there"}}),
         "ChatRequest": {
             "type": "object", "additionalProperties": False, "required": ["message"],
             "description": "Fields set to null count as absent. Unknown fields are rejected (400).",
@@ -176,6 +208,13 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
                 "webhook_url": _nullable({"type": "string", "maxLength": 2000, "pattern": r"^https?://",
                                           "description": "Called when the task ends; the host must be "
                                           "in SCOUT_WEBHOOK_HOSTS."}),
+                "workspace": _nullable({"type": "string", "enum": list(WORKSPACES), "description":
+                                        "Where the session's tasks run, fixed by its first task: shared (in "
+                                        "cwd), worktree (a git worktree of its own; 400 not_a_git_repo "
+                                        "outside git) or auto (worktree inside git). Default: the mode's. "
+                                        "Another kind later: 409 workspace_mismatch."}),
+                "base": _nullable({"type": "string", "minLength": 1, "maxLength": 256, "pattern": NO_NUL,
+                                   "description": "A new worktree starts at this commit-ish (default HEAD)."}),
             },
         },
         "ChatAccepted": _obj({"task_id": TASK_ID, "status": {"type": "string", "enum": [PENDING]},
@@ -189,8 +228,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "result": {"oneOf": [{"type": "null"}, _ref("Result")]},
             "events": {"type": "array", "items": _ref("Event"),
                        "description": "left out with ?events=false"},
+            "workspace": _ref("Workspace"),
         }, required=["task_id", "status", "error", "session_id", "message", "mode", "cwd",
-                     "created_at", "started_at", "finished_at", "worker_pid", "result"]),
+                     "created_at", "started_at", "finished_at", "worker_pid", "result", "workspace"]),
         "TaskSummary": _obj({
             "task_id": TASK_ID, "status": STATUS, "session_id": STR,
             "message": {"type": "string", "description": "the first 200 characters"},
@@ -216,7 +256,8 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
         },
         "ApprovalResult": _obj({"task_id": TASK_ID, "tool_use_id": STR,
                                 "decision": {"type": "string", "enum": ["allow", "deny"]}}),
-        "TaskDeleted": _obj({"task_id": TASK_ID, "deleted": {"const": True}}),
+        "TaskDeleted": _obj({"task_id": TASK_ID, "deleted": {"const": True}, "session_deleted": {
+            **BOOL, "description": "the task was its session's last: the session is gone too"}}),
         "SessionSummary": _obj({
             "session_id": STR, "cwd": STR_OR_NULL, "task_count": INT,
             "first_message": {**STR_OR_NULL, "description": "the first task's message: the session's title"},
@@ -234,7 +275,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "default_mode": STR, "max_message_bytes": INT}),
         "SessionDetail": _obj({
             "session_id": STR, "cwd": STR_OR_NULL, "created_at": TIME, "last_activity": TIME,
-            "claude_session_id": STR_OR_NULL, "can_continue": CAN_CONTINUE,
+            "claude_session_id": STR_OR_NULL, "workspace": _ref("Workspace"), "can_continue": CAN_CONTINUE,
             "history_lost": {**STR_OR_NULL, "description": "why the session cannot be continued (its "
                              "earlier conversation is gone), or null"},
             "tasks": {"type": "array", "description": "oldest first", "items": _obj({
@@ -248,8 +289,10 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "allowed_tools": {"type": "array", "items": STR},
             "disallowed_tools": {"type": "array", "items": STR},
             "approval_tools": {"type": "array", "items": STR},
+            "auto_approve_read_only": BOOL,
             "permission_mode": {"type": "string", "enum": list(PERMISSION_MODES)},
             "model": STR_OR_NULL, "max_turns": INT_OR_NULL,
+            "workspace": {"type": "string", "enum": list(WORKSPACES)},
             "mcp_servers": {"type": "array", "items": STR,
                             "description": "Names of the MCP servers the mode gives Claude Code (its tools are "
                                            "mcp__NAME__TOOL); their commands, URLs and secrets are not shown."},
@@ -351,6 +394,27 @@ def build_spec(modes: list[str] | None = None, max_message_bytes: int = 100_000,
             "delete": op("Delete a session with its tasks (stopping them first)",
                          {200: _ok(_ref("SessionDeleted"), "Deleted.")}, (404, 503),
                          parameters=[session_id], operationId="deleteSession")},
+        # Workspaces (scout/workspace_api.py).
+        "/sessions/{session_id}/changes": {"get": op(
+            "What the session changed in its worktree, against base_commit",
+            {200: {"description": "The changed files as JSON, or with ?format=patch (or Accept: "
+                                  "text/x-diff) the unified diff.",
+                   "content": {"application/json": {"schema": _ref("Changes")},
+                               "text/x-diff": {"schema": STR}}}},
+            (400, 404, 409, 503),
+            parameters=[session_id, _param("format", "query", {"type": "string", "enum": ["json", "patch"]},
+                                           "patch: the unified diff")],
+            operationId="sessionChanges")},
+        "/sessions/{session_id}/merge": {"post": op(
+            "Commit the worktree's changes to its branch and merge that into the checkout's branch",
+            {200: _ok(_ref("MergeResult"), "Merged; the user's branch and checkout have the changes.")},
+            (400, 404, 409, 413, 415, 503), parameters=[session_id],
+            requestBody={"required": False, "content": {"application/json": {"schema": _ref("MergeRequest")}}},
+            operationId="mergeSession")},
+        "/sessions/{session_id}/discard": {"post": op(
+            "Remove the session's worktree and branch (the next message makes a fresh one)",
+            {200: _ok(_ref("DiscardResult"), "Discarded.")}, (404, 409, 503), parameters=[session_id],
+            operationId="discardSession")},
         "/modes": {"get": op(
             "The modes a task can run in", {200: _ok(_ref("ModeList"), "The modes.")}, (),
             operationId="listModes")},

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import workspace_api
 from .documents import session_detail, session_or_404, task_detail, task_or_404
 from .logs import fields
 from .metrics import Metrics
@@ -108,7 +109,8 @@ class Ops:
         self.state = state
         settings = state.settings
         self.retention = Retention(state.store, settings.retention_days, settings.retention_interval,
-                                   state.supervisor.log_path)
+                                   state.supervisor.log_path,
+                                   lambda: workspace_api.prune(state.store, settings.worktrees))
         self.webhooks = WebhookSender(settings.webhook_secret, on_settled=self.save_webhook_cursor)
         self.metrics = Metrics(state, self._metric_counts)
         self.follower = StatusFollower(state.store, [self.log_change, self.observe])

@@ -88,7 +88,29 @@ class Problem:
     message: str
 
 
-Part = Union[Text, Thinking, Tool, Approval, Denied, Problem]
+@dataclass
+class FilesChanged:
+    """What a task in a git worktree changed (its `changes` event): files with +/− lines."""
+
+    files: list[dict[str, Any]]
+    additions: int = 0
+    deletions: int = 0
+
+    @property
+    def line(self) -> str:
+        return changes_line({"files": self.files, "additions": self.additions, "deletions": self.deletions})
+
+
+def changes_line(changes: dict[str, Any]) -> str:
+    """A `changes` payload (or GET /sessions/{id}/changes) in words: "2 files changed, +3 −1"."""
+    files = changes.get("files") or []
+    if not files:
+        return "no files changed"
+    n = len(files)
+    return f"{n} file{'s' if n != 1 else ''} changed, +{changes.get('additions', 0)} −{changes.get('deletions', 0)}"
+
+
+Part = Union[Text, Thinking, Tool, Approval, Denied, Problem, FilesChanged]
 
 
 def result_content(content: Any) -> str:
@@ -190,6 +212,9 @@ class TaskFold:
             return self._add(Denied(str(payload.get("tool") or "tool"), payload.get("input"), payload.get("reason")))
         elif kind == EventType.ERROR:
             return self._add(Problem(str(payload.get("message") or "error")))
+        elif kind == EventType.CHANGES:
+            return self._add(FilesChanged(list(payload.get("files") or []), int(payload.get("additions") or 0),
+                                          int(payload.get("deletions") or 0)))
         elif kind == EventType.RESULT:
             self.result = payload
         return None

@@ -1,5 +1,5 @@
 """Retention: finished tasks older than SCOUT_RETENTION_DAYS go, with their events, their
-approvals, their worker logs and the sessions they leave empty; the space goes back to
+approvals, their worker logs and the sessions they leave empty (with their worktrees); the space goes back to
 the disk. Runs once at start, then every SCOUT_RETENTION_INTERVAL seconds, in a daemon
 thread; `POST /admin/prune` runs it on demand. Pending, running and waiting tasks are
 never deleted, however old.
@@ -25,8 +25,10 @@ VACUUM_WHILE_RUNNING_BYTES = 64 * 2**20
 
 class Retention:
     def __init__(self, store: Store, days: float, interval: float,
-                 log_path: Callable[[str], str] | None = None) -> None:
+                 log_path: Callable[[str], str] | None = None,
+                 on_sessions_deleted: Callable[[], Any] | None = None) -> None:
         self.store = store
+        self.on_sessions_deleted = on_sessions_deleted  # e.g. remove their worktrees
         self.days = days  # 0: the periodic job deletes nothing
         self.interval = interval
         self.log_path = log_path
@@ -69,6 +71,8 @@ class Retention:
             self.totals["tasks"] += out["tasks"]
             self.totals["events"] += out["events"]
             logs_freed = sum(self._remove_log(task_id) for task_id in out["task_ids"])
+            if out["sessions"] and self.on_sessions_deleted is not None:
+                self.on_sessions_deleted()
             compacted: dict[str, Any] = {}
             if out["tasks"]:
                 # A first, full VACUUM of a big file only while no task runs: it blocks writers until done.

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import __version__, ops
+from . import __version__, ops, workspace_api
 from .config import ConfigError, Settings
 from .documents import session_detail, session_or_404, sse_end, sse_frame, task_detail, task_or_404, task_summary
 from .logs import banner, log_request, setup_logging
@@ -27,7 +27,7 @@ from .modes import DEFAULT_MODE, ModeError, load_modes
 from .notify import LogWatcher
 from .serverproc import install_shutdown_handlers, make_undumpable, program_version
 from .state import Scout, scout
-from .store import Store, StoreBusy, StoreError, Task
+from .store import Store, StoreBusy, StoreError, Task, new_id
 from .supervisor import Supervisor
 from .validate import (ApiError, check_approval, check_chat, check_cwd, check_webhook_url,
                        int_arg, session_cursor)
@@ -89,6 +89,7 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
                                          req.get("disallowed_tools", mode.disallowed_tools)),
         "disallowed_tools": req.get("disallowed_tools", mode.disallowed_tools),
         "approval_tools": mode.approval_tools,
+        "auto_approve_read_only": mode.auto_approve_read_only,
         "mcp_servers": mode.sdk_mcp_servers(),  # the operator's modes file only: never from a request
         "model": req.get("model", mode.model),
         "max_turns": req.get("max_turns", mode.max_turns),
@@ -106,6 +107,10 @@ def start_chat():
     session_id = req.get("session_id")
     session = s.store.get_session(session_id) if session_id else None
     options = resolve_options(req, session.cwd if session else None)
+    session_id = session_id or new_id()  # known before the task: it names the worktree
+    workspace = workspace_api.choose(req, options["cwd"], s.modes[options["mode"]], session, session_id,
+                                     s.settings.worktrees)
+    options["workspace"] = workspace.to_dict()
     on_busy = req.get("on_busy", "queue")
     busy: list[Task] = []
     if session is not None and not session.can_continue:
@@ -115,7 +120,8 @@ def start_chat():
         if busy and on_busy == "reject":
             raise ApiError(409, "session_busy",
                            f"session {session.id} is busy with task {busy[0].id} ({busy[0].status})")
-    task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending)
+    task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending,
+                               workspace=workspace.to_dict() if workspace.kind != "shared" else None)
     if task is None:
         raise ApiError(429, "too_many_pending",
                        f"{s.settings.max_pending} tasks are already waiting; try again later",
@@ -246,9 +252,13 @@ def delete_task(task_id: str):
     s = scout()
     if not task.finished:
         s.supervisor.stop(task.id)
-    s.store.delete_task(task.id)
+    session = s.store.get_session(task.session_id)
+    s.store.delete_task(task.id)  # and its session, if this was the session's last task
     s.watcher.touch(task.id)
-    return {"task_id": task.id, "deleted": True}
+    session_deleted = s.store.get_session(task.session_id) is None
+    if session_deleted and session is not None:
+        workspace_api.remove_for_session(s.store, session, s.settings.worktrees)
+    return {"task_id": task.id, "deleted": True, "session_deleted": session_deleted}
 
 
 @api.get("/sessions")
@@ -282,6 +292,7 @@ def delete_session(session_id: str):
         if not task.finished:
             s.supervisor.stop(task.id)
     deleted = s.store.delete_session(session.id) or 0
+    workspace_api.remove_for_session(s.store, session, s.settings.worktrees)
     return {"session_id": session.id, "deleted": True, "tasks_deleted": deleted}
 
 
@@ -381,6 +392,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app.extensions["scout"] = state
     app.register_blueprint(api)
     app.register_blueprint(openapi_blueprint)  # GET /openapi.json, public
+    app.register_blueprint(workspace_api.bp)  # a session's worktree: changes, merge, discard
     ops.init_app(app, start)  # retention, metrics, webhooks, state-change logs, worker logs, transcripts
 
     @app.before_request
@@ -432,6 +444,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
         return _error_response(ApiError(500, "internal_error", f"internal error: {type(err).__name__}"))
 
     if start:
+        workspace_api.prune(store, settings.worktrees)  # worktrees whose session is gone
         state.claude = claude_info(settings.claude_path)
         summary = supervisor.start()
         watcher.start()

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Protocol
 
 from .vocab import PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus, can_transition
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -85,7 +85,13 @@ _MIGRATIONS: list[str] = [
         event_id INTEGER NOT NULL
     );
     """,
-    # 5: Claude Code's own transcript of each session's conversation, mirrored line by line
+    # 5: workspaces: a session's (JSON, see scout/workspace.py; NULL: shared) and the tree its
+    # worktree held when a task began (what the task's `changes` event is counted from).
+    """
+    ALTER TABLE sessions ADD COLUMN workspace TEXT;
+    ALTER TABLE tasks ADD COLUMN workspace_start TEXT;
+    """,
+    # 6: Claude Code's own transcript of each session's conversation, mirrored line by line
     # (its file under ~/.claude can be swept or live under another HOME); and why a
     # session can no longer be continued, once its history is known to be gone.
     """
@@ -140,6 +146,7 @@ class Task:
     worker_pid: int | None = None
     worker_started: float | None = None
     stop_requested: bool = False
+    workspace_start: str | None = None  # the worktree's tree when the task began
 
     @property
     def finished(self) -> bool:
@@ -170,6 +177,7 @@ class Session:
     cwd: str | None
     created_at: float
     updated_at: float
+    workspace: dict[str, Any] | None = None  # scout.workspace.Workspace as a dict; None: shared
     history_lost: str | None = None  # why the conversation cannot be continued, once it cannot
 
     @property
@@ -189,7 +197,7 @@ def _task(row: sqlite3.Row) -> Task:
         finished_at=row["finished_at"], error=row["error"],
         result=json.loads(row["result"]) if row["result"] else None,
         worker_pid=row["worker_pid"], worker_started=row["worker_started"],
-        stop_requested=bool(row["stop_requested"]),
+        stop_requested=bool(row["stop_requested"]), workspace_start=row["workspace_start"],
     )
 
 
@@ -266,12 +274,17 @@ class EventLog(Protocol):
         """The subagent transcripts stored for the conversation (never "")."""
     def delete_transcript(self, claude_session_id: str, subpath: str | None = None) -> None:
         """Delete a stored transcript; subpath None: the main one and every subagent's."""
+    def set_session_workspace(self, session_id: str, workspace: dict[str, Any] | None) -> None:
+        """Replace the session's workspace (scout.workspace.Workspace as a dict; None: shared)."""
+    def session_workspaces(self) -> dict[str, dict[str, Any]]:
+        """Every session's workspace that is not shared, by session id."""
 
     # -- tasks
     def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
-                    max_pending: int | None = None) -> Task | None:
+                    max_pending: int | None = None, workspace: dict[str, Any] | None = None) -> Task | None:
         """A new pending task (and session) with its first status event, atomically; None when
-        max_pending tasks already wait."""
+        max_pending tasks already wait. `workspace` becomes the session's when it has none yet
+        (or its worktree was discarded: base_commit null)."""
     def get_task(self, task_id: str) -> Task | None:
         """The task, or None."""
     def list_tasks(self, status: str | None = None, session_id: str | None = None,
@@ -295,10 +308,13 @@ class EventLog(Protocol):
         """Record the identity (pid and start time) of the task's leader process."""
     def request_stop(self, task_id: str) -> None:
         """Mark the task as asked to stop (a worker checks it before it starts)."""
+    def set_workspace_start(self, task_id: str, tree: str) -> None:
+        """Record the git tree the task's worktree held when it began (its changes count from it)."""
     def requeue(self, task_id: str) -> bool:
         """Put an active task that never really started back to pending, forgetting its worker."""
     def delete_task(self, task_id: str) -> bool:
-        """Delete a task with its events and approvals; whether it existed."""
+        """Delete a task with its events and approvals, and its session if no task is left in
+        it (one transaction); whether the task existed."""
 
     # -- events
     def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
@@ -316,6 +332,8 @@ class EventLog(Protocol):
         """Each event of the task as its JSON object text, the payload pasted in as stored."""
     def last_event_time(self, task_id: str) -> float | None:
         """When the task last logged anything, or None."""
+    def has_event(self, task_id: str, type: str) -> bool:
+        """Has the task logged an event of this type?"""
     def max_event_id(self) -> int:
         """The largest event id in the log (0 if none); ids only grow."""
     def events_written(self) -> int:
@@ -561,7 +579,16 @@ class Store(EventLog):
             return None
         r = rows[0]
         return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"],
-                       r["history_lost"])
+                       json.loads(r["workspace"]) if r["workspace"] else None, r["history_lost"])
+
+    def set_session_workspace(self, session_id: str, workspace: dict[str, Any] | None) -> None:
+        self._write(lambda conn: conn.execute("UPDATE sessions SET workspace = ? WHERE id = ?",
+                                              (json.dumps(workspace) if workspace else None, session_id)))
+
+    def session_workspaces(self) -> dict[str, dict[str, Any]]:
+        """Every session's workspace that is not shared, by session id."""
+        return {r["id"]: json.loads(r["workspace"])
+                for r in self._read("SELECT id, workspace FROM sessions WHERE workspace IS NOT NULL")}
 
     def set_claude_session(self, session_id: str, claude_session_id: str, cwd: str | None) -> None:
         """Remember which Claude Code conversation (and directory) the session continues from."""
@@ -671,8 +698,9 @@ class Store(EventLog):
     # -- tasks -------------------------------------------------------------------
 
     def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
-                    max_pending: int | None = None) -> Task | None:
-        """Insert a pending task (and its session if new) with its first event, atomically.
+                    max_pending: int | None = None, workspace: dict[str, Any] | None = None) -> Task | None:
+        """Insert a pending task (and its session if new) with its first event, atomically;
+        `workspace` (None: shared) becomes the session's.
 
         Returns None, writing nothing, when max_pending tasks are already waiting.
         """
@@ -686,9 +714,12 @@ class Store(EventLog):
                 if waiting >= max_pending:
                     return None
             conn.execute(
-                "INSERT INTO sessions (id, cwd, created_at, updated_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-                (session_id, options.get("cwd"), now, now))
+                "INSERT INTO sessions (id, cwd, created_at, updated_at, workspace) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at,"
+                # a session's workspace is set by its first task, and again after a discard
+                " workspace = CASE WHEN json_extract(sessions.workspace, '$.base_commit') IS NULL"
+                "  THEN excluded.workspace ELSE sessions.workspace END",
+                (session_id, options.get("cwd"), now, now, json.dumps(workspace) if workspace else None))
             conn.execute(
                 "INSERT INTO tasks (id, session_id, status, message, options, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -790,6 +821,12 @@ class Store(EventLog):
                          (pid, started, task_id))
         self._write(fn)
 
+    def set_workspace_start(self, task_id: str, tree: str) -> None:
+        self._write(lambda conn: conn.execute("UPDATE tasks SET workspace_start = ? WHERE id = ?", (tree, task_id)))
+
+    def has_event(self, task_id: str, type: str) -> bool:
+        return bool(self._read("SELECT 1 FROM events WHERE task_id = ? AND type = ? LIMIT 1", (task_id, type)))
+
     def request_stop(self, task_id: str) -> None:
         def fn(conn):
             conn.execute("UPDATE tasks SET stop_requested = 1 WHERE id = ?", (task_id,))
@@ -801,10 +838,19 @@ class Store(EventLog):
                                started_at=None, worker_pid=None, worker_started=None)
 
     def delete_task(self, task_id: str) -> bool:
+        """Delete a task with its events and approvals, and its session if this was the
+        session's last task (a conversation with nothing in it is no conversation, as
+        retention also judges); whether the task existed."""
         def fn(conn):
+            row = conn.execute("SELECT session_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                return False
             conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
-            return conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount > 0
+            conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            conn.execute("DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = ?)",
+                         (row["session_id"], row["session_id"]))
+            return True
         return self._write(fn)
 
     # -- events ------------------------------------------------------------------

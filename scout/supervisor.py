@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, Any, Callable
 
+from . import workspace
 from .config import Settings
 from .proctree import identity_matches, kill_tree
 from .store import Store, StoreBusy, StoreError, Task
@@ -227,6 +228,7 @@ class Supervisor:
             if ours or identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
                     kill_tree(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
+                    workspace.log_task_changes(self.store, task.id)
                     self.store.transition(task.id, CANCELLED)
                     summary["cancelled"] += 1
                     continue
@@ -240,7 +242,9 @@ class Supervisor:
             if task.worker_pid is None and not task.stop_requested:
                 self.store.requeue(task.id)
                 summary["requeued"] += 1
-            elif task.stop_requested:
+                continue
+            workspace.log_task_changes(self.store, task.id)
+            if task.stop_requested:
                 self.store.transition(task.id, CANCELLED)
                 summary["cancelled"] += 1
             else:
@@ -291,6 +295,7 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - spawning failed; nothing of it can be running
                 pid = None
         kill_tree(task_id, pid, self.settings.stop_grace, proc.started if proc is not None else None)
+        workspace.log_task_changes(self.store, task_id)
         self.store.transition(task_id, CANCELLED)
         self._forget(task_id)
         self.on_change(task_id)
@@ -422,6 +427,7 @@ class Supervisor:
             if not proc.change_state(STOPPING):
                 return  # stop() or the exit already owns this ending
         kill_tree(proc.task_id, proc.pid, self.settings.stop_grace, proc.started)
+        workspace.log_task_changes(self.store, proc.task_id)
         self.store.transition(proc.task_id, FAILED, error=reason)
         self._forget(proc.task_id)
         self.on_change(proc.task_id)
@@ -558,6 +564,7 @@ class Supervisor:
             proc.exit_code = code
         task = self.store.get_task(proc.task_id)
         if task is not None and task.status in ACTIVE:
+            workspace.log_task_changes(self.store, task.id)
             if task.stop_requested:
                 self.store.transition(task.id, CANCELLED)
             else:

@@ -52,6 +52,7 @@ class WorkerSpec:
     claude_path: str | None = None           # the Claude Code CLI
     approval_timeout: float = 300.0          # seconds a tool use waits for a person
     max_events_per_task: int | None = None   # None: no cap
+    worktrees: str = ""                      # SCOUT_WORKTREES (its lock files, for a new worktree)
     busy_timeout: float = 900.0              # how long a write waits for another's lock: SCOUT_IDLE_TIMEOUT
 
     @classmethod
@@ -60,7 +61,7 @@ class WorkerSpec:
         return cls(task_id=task_id, db=os.path.abspath(settings.db), db_max_bytes=settings.db_max_bytes,
                    log_path=log_path, nice=settings.task_nice, claude_path=settings.claude_path,
                    approval_timeout=settings.approval_timeout,
-                   max_events_per_task=settings.max_events_per_task or None,
+                   max_events_per_task=settings.max_events_per_task or None, worktrees=settings.worktrees,
                    busy_timeout=settings.idle_timeout)
 
     def to_json(self) -> str:

@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from .reducer import Approval, Denied, Part, TaskFold, Text, Thinking, Tool
+from .reducer import Approval, Denied, FilesChanged, Part, TaskFold, Text, Thinking, Tool
 from .vocab import CANCELLED, TERMINAL
 
 MAX_RESULT_LINES = 400
@@ -181,6 +181,9 @@ def _part_blocks(part: Part) -> list[str]:
         return [quote(f"⛔ **Permission denied** for {part.tool}"
                       + (f" {inline_code(summary)}" if summary else "")
                       + (f": {part.reason}" if part.reason else ""))]
+    if isinstance(part, FilesChanged):
+        paths = ", ".join(inline_code(str(f.get("path", ""))) for f in part.files[:20])
+        return [quote(f"📝 {part.line}" + (f": {paths}" if paths else ""))]
     return [quote(f"**Error:** {part.message}")]
 
 

@@ -22,19 +22,21 @@ MAX_REASON_CHARS = 10_000
 class ApiError(Exception):
     """An error with an HTTP status, a stable code and a message for people."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 details: dict[str, Any] | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
+        self.details = details or {}  # more fields of the error object (e.g. a conflict's paths)
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
 
 
 CHAT_FIELDS = {
     "message": str, "session_id": str, "mode": str, "cwd": str, "append_system_prompt": str,
     "on_busy": str, "model": str, "max_turns": int, "allowed_tools": list, "disallowed_tools": list,
-    "max_budget_usd": float, "stream_deltas": bool, "webhook_url": str,
+    "max_budget_usd": float, "stream_deltas": bool, "webhook_url": str, "workspace": str, "base": str,
 }
 
 
@@ -99,7 +101,7 @@ def check_chat(body: Any, max_message_bytes: int) -> dict[str, Any]:
                 raise ApiError(400, "invalid_field", f"'{name}' must be a list of tool names")
     if "model" in req and not MODEL_NAME.match(req["model"]):
         raise ApiError(400, "invalid_field", "'model' is not a valid model name")
-    for name in ("append_system_prompt", "cwd", "mode"):
+    for name in ("append_system_prompt", "cwd", "mode", "workspace", "base"):
         if name in req and (len(req[name]) > max_message_bytes or "\x00" in req[name]):
             raise ApiError(400, "invalid_field", f"'{name}' is too long or contains NUL")
     if "webhook_url" in req:

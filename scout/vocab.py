@@ -79,6 +79,7 @@ class EventType(StrEnum):
     APPROVAL = "approval"                    # the person's (or the timeout's) answer
     PERMISSION_DENIED = "permission_denied"  # a tool use the mode does not allow
     ERROR = "error"                          # an error Claude Code reported mid-task
+    CHANGES = "changes"                      # what a task in a worktree changed (at its end)
 
 
 EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)

@@ -14,11 +14,13 @@ import warnings
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from claude_agent_sdk import (
-    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, PermissionResult, PermissionResultAllow,
-    PermissionResultDeny, ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock, ToolPermissionContext,
+    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, HookContext, HookMatcher, PermissionResult,
+    PermissionResultAllow, PermissionResultDeny, ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock,
+    ToolPermissionContext,
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
+from . import workspace
 from .mirror import ScoutSessionStore, history_available
 from .modes import tool_matches
 from .store import Session, Store, Task
@@ -49,6 +51,7 @@ def run(spec: WorkerSpec) -> int:
         return 1
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        workspace.log_task_changes(store, task.id)
         store.transition(task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
@@ -80,8 +83,9 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: Store, task: Task, spec: WorkerSpec) -> ClaudeAgentOptions:
-    """Translate a task's resolved options (mode, overrides, session) into the SDK's."""
+def build_options(store: Store, task: Task, spec: WorkerSpec, cwd: str | None = None) -> ClaudeAgentOptions:
+    """Translate a task's resolved options (mode, overrides, session) into the SDK's; `cwd`
+    is where it runs when that is not its own cwd (the same place in its worktree)."""
     opts = task.options
     session = store.get_session(task.session_id)
     check_history(store, session)
@@ -90,7 +94,7 @@ def build_options(store: Store, task: Task, spec: WorkerSpec) -> ClaudeAgentOpti
     if append:
         system_prompt["append"] = append
     return ClaudeAgentOptions(
-        cwd=opts.get("cwd") or None,
+        cwd=cwd or opts.get("cwd") or None,
         system_prompt=system_prompt,  # type: ignore[arg-type]
         resume=session.claude_session_id if session else None,
         permission_mode=opts.get("permission_mode") or "default",
@@ -103,6 +107,7 @@ def build_options(store: Store, task: Task, spec: WorkerSpec) -> ClaudeAgentOpti
         include_partial_messages=bool(opts.get("stream_deltas", True)),
         cli_path=spec.claude_path,
         can_use_tool=_approver(store, task, spec),
+        hooks=_ask_hooks(opts),  # type: ignore[arg-type]
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
         # Every transcript line also goes to Scout's log as Claude Code writes it ("eager"),
         # and resume restores the conversation from there when Claude Code's file is gone.
@@ -154,13 +159,35 @@ def _approver(store: Store, task: Task, spec: WorkerSpec) -> Callable[..., Await
     return can_use_tool
 
 
+def _ask_hooks(opts: dict[str, Any]) -> dict[str, list[HookMatcher]] | None:
+    """A PreToolUse hook that sends every use of an approval tool to can_use_tool.
+
+    Claude Code approves Bash commands it takes for read-only (`ls`) and tools the mode
+    allows before it asks can_use_tool; a hook runs before that decision, and its "ask"
+    makes the CLI ask (tried with CLI 2.1.332, also under bypassPermissions). A mode with
+    auto_approve_read_only = true leaves Claude Code's own judgement in place.
+    """
+    approval = set(opts.get("approval_tools") or [])
+    if not approval or opts.get("auto_approve_read_only"):
+        return None
+
+    async def ask_a_person(hook_input: Any, tool_use_id: str | None, context: HookContext) -> Any:
+        if "*" not in approval and hook_input.get("tool_name") not in approval:
+            return {}  # no opinion: Claude Code decides as usual
+        return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "ask",
+                                       "permissionDecisionReason": "the mode asks a person for this tool"}}
+
+    return {"PreToolUse": [HookMatcher(matcher=None, hooks=[ask_a_person])]}
+
+
 async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
     """The prompt as a one-message stream: the SDK needs streaming input for can_use_tool."""
     yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
 
 
 async def _drive(store: Store, task: Task, spec: WorkerSpec) -> None:
-    options = build_options(store, task, spec)
+    where = workspace.begin_task(store, task, spec.worktrees)
+    options = build_options(store, task, spec, where)
     finished = False
     async for message in query(prompt=_prompt(task.message), options=options):
         if isinstance(message, ResultMessage):
@@ -188,6 +215,7 @@ def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
     if msg.errors:
         summary["errors"] = list(msg.errors)
     store.append_event(task.id, EventType.RESULT, summary)
+    workspace.log_task_changes(store, task.id)  # before the ending: streams close at the final status
     if msg.session_id:
         store.set_claude_session(task.session_id, msg.session_id, task.options.get("cwd"))
     if msg.is_error:

@@ -116,7 +116,8 @@ def run_in_pty(args: list[str], env: dict[str, str], cwd: Path, react: Any, time
 def test_help_for_every_subcommand(tmp_path: Path) -> None:
     top = run_cli("--help", cwd=tmp_path)
     assert top.returncode == 0, top.stderr
-    commands = ["ask", "tasks", "show", "tail", "stop", "approve", "prune", "sessions", "session", "modes", "health", "mcp"]
+    commands = ["ask", "tasks", "show", "tail", "stop", "approve", "prune", "sessions", "session", "modes", "health", "mcp",
+                "changes", "merge", "discard"]
     for name in commands + ["up", "serve", "ui", "backup"]:
         assert re.search(rf"^\s+{name}\s", top.stdout, re.M), f"{name} missing from scout --help"
     for name in commands:
@@ -358,6 +359,36 @@ def test_ctrl_c_twice_on_a_terminal_detaches_and_leaves_the_task_running(server:
     assert f"detached; task {task_id} keeps running" in plain
     assert server.status(task_id)["status"] == "running"
     server.post(f"/chat/{task_id}/stop")
+
+
+def test_ask_on_a_terminal_asks_approvals_inline(make_server: Any, tmp_path: Path, work: Path) -> None:
+    """`scout ask` on a terminal: `Allow Bash: env? [y/N]`; y lets it run, Enter denies."""
+    modes = tmp_path / "modes.toml"
+    modes.write_text('[modes.Careful]\nallowed_tools = ["Read"]\napproval_tools = ["Bash"]\n')
+    server = make_server(SCOUT_MODES_FILE=str(modes))
+    asked: list[bytes] = []
+
+    def answering(answer: bytes) -> Any:
+        def react(buf: str, write: Any) -> None:
+            if "? [y/N] " in buf and not asked[-1:] == [answer]:
+                asked.append(answer)
+                write(answer)
+        return react
+
+    out, code = run_in_pty(["ask", "BASH: env", "--mode", "Careful"], cli_env(server, NO_COLOR="1"), work,
+                           answering(b"y\n"))
+    plain = ANSI.sub("", out)
+    assert code == 0, plain
+    assert "Allow Bash: env? [y/N]" in plain and "answer with: scout approve" not in plain
+    assert "✓ allowed" in plain and "HOME=" in plain and "✓ completed" in plain  # env ran
+    task_id = re.search(r"▶ task ([0-9a-f-]{36})", plain).group(1)
+    assert [e["payload"]["decision"] for e in server.status(task_id)["events"] if e["type"] == "approval"] == ["allow"]
+
+    out, code = run_in_pty(["ask", f"BASH: touch {work / 'nope'}", "--mode", "Careful"],
+                           cli_env(server, NO_COLOR="1"), work, answering(b"\n"))  # Enter: the default, N
+    plain = ANSI.sub("", out)
+    assert f"Allow Bash: touch {work / 'nope'}? [y/N]" in plain and "✗ denied" in plain, plain
+    assert not (work / "nope").exists() and asked == [b"y\n", b"\n"]
 
 
 def test_ask_resumes_the_stream_when_the_server_restarts(make_server: Any, work: Path) -> None:

@@ -125,6 +125,23 @@ def test_delete_session(server):
     assert server.get(f"/chat/{task_id}/status").status_code == 404
 
 
+def test_deleting_a_sessions_last_task_deletes_the_session(server):
+    """No empty conversation is left behind (History would show "(no message) · 0 tasks")."""
+    first = server.chat("one")
+    session_id = server.wait(first)["session_id"]
+    second = server.chat("two", session_id=session_id)
+    server.wait(second)
+    assert server.delete(f"/tasks/{first}").json() == {"task_id": first, "deleted": True, "session_deleted": False}
+    assert server.get(f"/sessions/{session_id}").json()["tasks"][0]["task_id"] == second
+    assert server.delete(f"/tasks/{second}").json() == {"task_id": second, "deleted": True, "session_deleted": True}
+    assert server.get(f"/sessions/{session_id}").status_code == 404
+    assert session_id not in [s["session_id"] for s in server.get("/sessions").json()["sessions"]]
+    # The id is free again: a message naming it starts a new conversation under it.
+    again = server.chat("three", session_id=session_id)
+    assert server.wait(again)["status"] == "completed"
+    assert [t["message"] for t in server.get(f"/sessions/{session_id}").json()["tasks"]] == ["three"]
+
+
 @pytest.mark.parametrize("bad", ["", "has space", "x" * 129, "semi;colon", "ü"])
 def test_session_id_is_validated(server, bad):
     resp = server.post("/chat", json={"message": "hi", "session_id": bad})
@@ -306,3 +323,40 @@ def test_stop_while_waiting_and_bad_approvals(careful, tmp_path: Path):
     assert tagged_processes(task_id) == []
     late = careful.post(f"/chat/{task_id}/approve", json={"decision": "allow"})
     assert late.status_code == 409
+
+
+@pytest.fixture
+def bash_modes(make_server, tmp_path: Path):
+    """Two modes that ask before Bash: one for every use, one that lets Claude Code
+    approve the commands it takes for read-only (auto_approve_read_only)."""
+    modes = tmp_path / "modes.toml"
+    modes.write_text('[modes.Careful]\nallowed_tools = ["Read"]\napproval_tools = ["Bash"]\n\n'
+                     '[modes.Trusting]\nallowed_tools = ["Read"]\napproval_tools = ["Bash"]\n'
+                     'auto_approve_read_only = true\n')
+    return make_server(SCOUT_MODES_FILE=str(modes), SCOUT_APPROVAL_TIMEOUT="30")
+
+
+def test_approval_tools_ask_for_read_only_commands_too(bash_modes, tmp_path: Path):
+    """`ls` is read-only to Claude Code, which would run it unasked; Scout asks anyway."""
+    (tmp_path / "marker.txt").write_text("x")
+    task_id = bash_modes.chat("BASH: ls -1", mode="Careful", cwd=str(tmp_path))
+    request = wait_waiting(bash_modes, task_id)
+    assert request["payload"]["tool"] == "Bash" and request["payload"]["input"]["command"] == "ls -1"
+    bash_modes.post(f"/chat/{task_id}/approve", json={"decision": "allow"})
+    doc = bash_modes.wait(task_id)
+    assert doc["status"] == "completed"
+    result = next(e for e in doc["events"] if e["type"] == "tool_result")
+    assert "marker.txt" in result["payload"]["content"]
+
+
+def test_auto_approve_read_only_lets_claude_code_decide(bash_modes, tmp_path: Path):
+    task_id = bash_modes.chat("BASH: ls -1", mode="Trusting", cwd=str(tmp_path))
+    doc = bash_modes.wait(task_id)
+    assert doc["status"] == "completed"
+    assert not [e for e in doc["events"] if e["type"] == "approval_request"]
+    # A command that changes things is still asked.
+    task_id = bash_modes.chat(f"BASH: touch {tmp_path / 'made'}", mode="Trusting", cwd=str(tmp_path))
+    request = wait_waiting(bash_modes, task_id)
+    assert request["payload"]["input"]["command"].startswith("touch")
+    bash_modes.post(f"/chat/{task_id}/approve", json={"decision": "deny"})
+    assert bash_modes.wait(task_id)["status"] == "completed" and not (tmp_path / "made").exists()

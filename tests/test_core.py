@@ -56,7 +56,8 @@ def test_seed_example_session(server, tmp_path: Path):
     assert [t["task_id"] for t in tasks] == [task_id]
     assert "events" not in tasks[0]
 
-    assert server.delete(f"/tasks/{task_id}").json() == {"task_id": task_id, "deleted": True}
+    deleted = server.delete(f"/tasks/{task_id}").json()
+    assert deleted == {"task_id": task_id, "deleted": True, "session_deleted": True}
     assert server.get(f"/chat/{task_id}/status").status_code == 404
     assert server.get(f"/chat/{task_id}/stream").status_code == 404
     health = server.get("/health").json()

@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "scout"
 TASK_PROCESS_CODE = {"scout.supervisor", "scout.zygote", "scout.proctree", "scout.worker", "scout.mirror"}
 TASK_PROCESS_LIBS = {"psutil", "setproctitle", "claude_agent_sdk"}
 # Client-side and launcher code: they talk to the API over HTTP and start servers.
-CLIENT_SIDE = ["scout.ui", "scout.cli", "scout.launcher", "scout.client", "scout.vocab", "scout.reducer",
-               "scout.transcript", "scout.mcp_server"]
+CLIENT_SIDE = ["scout.ui", "scout.gradio_idle", "scout.cli", "scout.launcher", "scout.client", "scout.vocab",
+               "scout.reducer", "scout.transcript", "scout.mcp_server"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -264,6 +264,15 @@ def test_prune_deletes_only_finished_tasks_and_empty_sessions(store: EventLog) -
     assert store.delete_task(live) and not store.delete_task(live)
 
 
+def test_deleting_a_sessions_last_task_deletes_the_session(store: EventLog) -> None:
+    first = store.create_task("one", {})
+    assert first is not None
+    second = store.create_task("two", {}, session_id=first.session_id)
+    assert second is not None
+    assert store.delete_task(first.id) and store.get_session(first.session_id) is not None
+    assert store.delete_task(second.id) and store.get_session(first.session_id) is None
+
+
 def test_health_verbs(store: EventLog) -> None:
     assert store.integrity_check() == "ok"
     assert store.schema_version() >= 1

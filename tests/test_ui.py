@@ -462,13 +462,93 @@ def test_server_down_is_a_readable_message(page: "Page", base: Path):
         assert proc.wait(30) == 0, log_path.read_text()
 
 
+def choose_mode(page: "Page", name: str) -> None:
+    page.locator("#scout-mode input").click()
+    page.get_by_role("option", name=name).click()
+
+
+def box_of(locator: Any) -> dict[str, float]:
+    box = locator.bounding_box()
+    assert box, locator
+    return box
+
+
+def test_one_approval_card_asks_for_a_read_only_command_too(page: "Page", stack: Stack, api: ScoutClient,
+                                                            project: Path):
+    """Issue 16: `ls` is asked like any command; the request is shown once, as a card that
+    holds its own Allow / Deny buttons; Allow lets the task finish."""
+    open_ui(page, stack)
+    choose_mode(page, "Careful")
+    set_cwd(page, str(project))
+    send(page, "BASH: ls")
+    card = chat(page).locator(".scout-ask")
+    expect(card).to_contain_text("ls", timeout=60_000)
+    task = newest_task(api)
+    assert task["status"] == "waiting"
+    # One mention of the request: no separate approval step, no spinning tool step beside the card.
+    expect(chat(page).get_by_text("Approval needed")).to_have_count(0)
+    expect(chat(page).get_by_text("Bash · ls")).to_have_count(0)
+    expect(card).to_have_count(1)
+    allow = chat(page).get_by_role("button", name="Allow")
+    deny = chat(page).get_by_role("button", name="Deny")
+    expect(allow).to_be_visible()
+    expect(deny).to_be_visible()
+    # The buttons are on the card: inside the bubble that holds it, not apart under the chat.
+    bubble = box_of(chat(page).locator(".message-row", has=page.locator(".scout-ask")).locator(".bot").last)
+    for button in (allow, deny):
+        b = box_of(button)
+        assert bubble["y"] <= b["y"] and b["y"] + b["height"] <= bubble["y"] + bubble["height"] + 1, (bubble, b)
+        assert bubble["x"] <= b["x"] < bubble["x"] + bubble["width"], (bubble, b)
+    shot(page, "approval-card")
+    allow.click()
+    expect(chat(page).locator(".scout-done")).to_contain_text("Done", timeout=60_000)
+    expect(chat(page)).to_contain_text(f"TOOL RESULT: known-{project.name}.txt")
+    expect(card).to_have_count(0)
+    expect(chat(page).locator(".options button")).to_have_count(0)  # the buttons went with the card
+    doc = wait_status(api, task["task_id"], ("completed",))
+    events = api.status(task["task_id"])["events"]
+    assert [e["payload"]["decision"] for e in events if e["type"] == "approval"] == ["allow"], doc
+
+
+def test_after_a_reload_the_status_line_shows_the_last_task(page: "Page", stack: Stack, api: ScoutClient):
+    open_ui(page, stack)
+    send(page, "status after reload")
+    expect(chat(page).locator(".scout-done")).to_have_count(1, timeout=90_000)
+    task = newest_task(api)
+    expect(page.locator("#scout-status")).to_contain_text("completed")
+    page.reload()
+    expect(chat(page)).to_contain_text("ECHO: status after reload")
+    status = page.locator("#scout-status")
+    expect(status).to_contain_text(task["task_id"][:8])
+    expect(status).to_contain_text("completed")
+
+
+def test_nothing_hides_under_the_chats_floating_icons(page: "Page", stack: Stack):
+    open_ui(page, stack)
+    send(page, "a message long enough to reach the right edge where the icons float " * 3)
+    expect(chat(page).locator(".scout-done")).to_have_count(1, timeout=90_000)
+    # Not over the first message, nor anywhere over the scrolling messages (a long conversation
+    # scrolls under whatever floats there).
+    first = box_of(chat(page).locator(".message-row.user-row").first)
+    messages = box_of(chat(page).locator(".bubble-wrap"))
+    icons = chat(page).locator(".top-panel button")
+    expect(icons.first).to_be_visible()
+    for i in range(icons.count()):
+        icon = box_of(icons.nth(i))
+        for other in (first, messages):
+            apart = (icon["y"] + icon["height"] <= other["y"] or other["y"] + other["height"] <= icon["y"]
+                     or icon["x"] + icon["width"] <= other["x"] or other["x"] + other["width"] <= icon["x"])
+            assert apart, (icon, other)
+    expect(chat(page)).to_contain_text("ECHO: a message long enough")
+
+
 def test_approval_buttons_answer_a_tool_request(page: "Page", stack: Stack, api: ScoutClient, project: Path):
     open_ui(page, stack)
     page.locator("#scout-mode input").click()
     page.get_by_role("option", name="Careful").click()
     set_cwd(page, str(project))
     send(page, "BASH: touch made-here.txt && ls")
-    expect(chat(page).locator(".scout-ask")).to_contain_text("Bash · touch made-here.txt", timeout=60_000)
+    expect(chat(page).locator(".scout-ask")).to_contain_text("touch made-here.txt && ls", timeout=60_000)
     task = newest_task(api)
     assert task["status"] == "waiting" and task["mode"] == "Careful"
     shot(page, "approval")
@@ -509,3 +589,44 @@ def test_a_conversation_whose_history_is_gone_is_not_offered_again(page: "Page",
     send(page, "a fresh one")
     expect(chat(page)).to_contain_text("ECHO: a fresh one")
     assert newest_task(api)["session_id"] != session_id
+
+
+def test_worktree_changes_view_and_merge(page: "Page", stack: Stack, api: ScoutClient, project: Path):
+    """A Code session in a git repository works in a worktree; the page shows its changes
+    (files, +/−, the highlighted diff) and merges them into the checkout after a confirm."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.name", "Tester")
+    git("config", "user.email", "t@example.com")
+    (project / "a.txt").write_text("one\ntwo\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    open_ui(page, stack)
+    page.locator("#scout-mode input").click()
+    page.get_by_role("option", name="Code").click()
+    set_cwd(page, str(project))
+    send(page, "BASH: printf 'one\\nfrom the UI\\n' > a.txt && echo hi > new.txt")
+    expect(chat(page).locator(".scout-changes")).to_contain_text("2 files changed, +2 −1", timeout=90_000)
+    panel = page.locator("#scout-changes")
+    expect(panel).to_be_visible()
+    expect(page.locator("#scout-changes-files")).to_contain_text("a.txt")
+    expect(page.locator("#scout-changes-files")).to_contain_text("new.txt")
+    expect(page.locator("#scout-diff .scout-d-add").first).to_contain_text("+from the UI")
+    expect(page.locator("#scout-diff .scout-d-del").first).to_contain_text("-two")
+    assert (project / "a.txt").read_text() == "one\ntwo\n"  # the checkout is untouched so far
+    shot(page, "worktree-changes")
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # not confirmed: nothing happens
+    page.locator("#scout-merge").click()
+    page.wait_for_timeout(500)
+    assert (project / "a.txt").read_text() == "one\ntwo\n"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#scout-merge").click()
+    expect(chat(page)).to_contain_text("Merged into main")
+    assert (project / "a.txt").read_text() == "one\nfrom the UI\n" and (project / "new.txt").exists()
+    assert git("status", "--porcelain") == ""
+    expect(page.locator("#scout-changes-files")).to_contain_text("no files changed")
+    shot(page, "worktree-merged")

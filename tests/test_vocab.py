@@ -52,7 +52,7 @@ def test_groups_and_words() -> None:
     assert set(ACTIVE) | {TaskStatus.PENDING} == set(UNFINISHED)
     assert set(UNFINISHED) | set(TERMINAL) == set(STATUSES) and not set(UNFINISHED) & set(TERMINAL)
     assert TaskStatus.RUNNING == "running" and f"{TaskStatus.RUNNING}" == "running"
-    assert EventType.TEXT_DELTA == "text_delta" and len(set(EVENT_TYPES)) == 12
+    assert EventType.TEXT_DELTA == "text_delta" and len(set(EVENT_TYPES)) == 13
 
 
 def test_the_vocabulary_imports_nothing_of_scout() -> None:
