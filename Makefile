@@ -1,5 +1,5 @@
 # Scout's set-up, run and test commands. `make run` and `make test` each set up what
-# they need first (a virtualenv with pinned dependencies; for tests also Chromium), so
+# they need first (a virtualenv with pinned dependencies; for tests also Chromium and PostgreSQL), so
 # each is the one command to use on a fresh machine.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -22,6 +22,7 @@ $(STAMP): $(PY) setup.cfg constraints.txt
 $(TSTAMP): $(STAMP)
 	$(PIP) install -c constraints.txt -e '.[test]'
 	PYTHON=$(PY) scripts/install-browser.sh
+	scripts/install-postgres.sh
 	touch $@
 
 setup: $(STAMP)

@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "history": ("bench.history", "TTFB of status/stream for 10,000 events; GET /tasks over 100,000 tasks"),
     "idle": ("bench.idle", "idle CPU of the web UI (no browser) and of the API server"),
     "worktrees": ("bench.worktrees", "worktree of 10,000 files: create, snapshot, changes; POST→first event vs shared"),
+    "postgres": ("bench.postgres", "PostgreSQL next to SQLite: ingest, SSE delivery; 3 nodes × N tasks"),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -38,10 +38,11 @@ def run(ctx: Context) -> Result:
 
 
 def delivery(ctx: Context, res: Result, tasks: int, clients: int, window: float, deltas: int,
-             every: float) -> None:
+             every: float, db: str | None = None) -> None:
+    """``db``: another SCOUT_DB than the scratch's own SQLite file (bench/postgres.py)."""
     scratch = ctx.scratch("sse-delivery")
     try:
-        server = scratch.server(SCOUT_MAX_WORKERS=tasks)
+        server = scratch.server(SCOUT_MAX_WORKERS=tasks, **({"SCOUT_DB": db} if db else {}))
         lock = threading.Lock()
         samples: list[tuple[float, float]] = []  # (event time, latency)
         streaming: set[str] = set()

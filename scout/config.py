@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+def is_postgres_url(db: str) -> bool:
+    """Is SCOUT_DB a PostgreSQL URL (a database server) rather than an SQLite file path?"""
+    return db.startswith(("postgresql://", "postgres://"))
 
 
 class ConfigError(ValueError):
@@ -89,6 +95,9 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_hosts: list[str] = field(default_factory=lambda: list(DEFAULT_WEBHOOK_HOSTS))
+    # Nodes (several servers on one PostgreSQL log; see the README).
+    node_id: str = field(default_factory=socket.gethostname)
+    node_lease: float = 15.0
 
     def __post_init__(self) -> None:
         # Settings built in code (tests, embedders) get worktrees beside the database too,
@@ -99,7 +108,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
-        db = os.path.abspath(env.get("SCOUT_DB") or "data/scout.db")
+        raw_db = env.get("SCOUT_DB") or "data/scout.db"
+        # A postgresql:// URL is a database server; anything else a file path.
+        db = raw_db if is_postgres_url(raw_db) else os.path.abspath(raw_db)
+        local = os.path.dirname(db) if db.startswith("/") else os.path.abspath("data")
         shutdown = env.get("SCOUT_SHUTDOWN", "detach")
         if shutdown not in ("detach", "cancel"):
             raise ConfigError(f"SCOUT_SHUTDOWN must be 'detach' or 'cancel', not {shutdown!r}")
@@ -121,18 +133,32 @@ class Settings:
             allowed_roots=[os.path.realpath(r) for r in roots],
             cors_origins=_list(env, "SCOUT_CORS_ORIGINS", []),
             modes_file=env.get("SCOUT_MODES_FILE") or None,
-            log_dir=os.path.abspath(env.get("SCOUT_LOG_DIR") or os.path.join(os.path.dirname(db), "logs")),
-            worktrees=os.path.abspath(env.get("SCOUT_WORKTREES") or os.path.join(os.path.dirname(db), "worktrees")),
+            log_dir=os.path.abspath(env.get("SCOUT_LOG_DIR") or os.path.join(local, "logs")),
+            worktrees=os.path.abspath(env.get("SCOUT_WORKTREES") or os.path.join(local, "worktrees")),
             max_message_bytes=_int(env, "SCOUT_MAX_MESSAGE_BYTES", 100_000, low=1),
             worker_env_pass=_list(env, "SCOUT_WORKER_ENV", []),
             db_max_bytes=_int(env, "SCOUT_DB_MAX_MB", 0) * 1024 * 1024 or None,
             task_nice=_int(env, "SCOUT_TASK_NICE", 10),
             sse_keepalive=_float(env, "SCOUT_SSE_KEEPALIVE", 15.0),
             **_ops_settings(env),
+            **_node_settings(env),
         )
 
 
 DEFAULT_WEBHOOK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+
+
+def _node_settings(env: dict[str, str]) -> dict[str, Any]:
+    """SCOUT_NODE_ID (default: the host name) and SCOUT_NODE_LEASE."""
+    from .validate import NODE_ID
+
+    node = env.get("SCOUT_NODE_ID") or socket.gethostname()
+    if not NODE_ID.match(node):
+        raise ConfigError(f"SCOUT_NODE_ID must be 1-128 letters, digits, '.', '_' or '-', not {node!r}")
+    lease = _float(env, "SCOUT_NODE_LEASE", 15.0)
+    if lease < 1:
+        raise ConfigError(f"SCOUT_NODE_LEASE must be at least 1 second, not {lease:g}")
+    return {"node_id": node, "node_lease": lease}
 
 
 def _ops_settings(env: dict[str, str]) -> dict[str, Any]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .store import Event, Session, Store, Task
+from .store import Event, EventLog, Session, Task
 from .validate import SESSION_ID, ApiError, check_task_id
 from .vocab import END, TERMINAL, EventType
 from .workspace import Workspace
 
 
-def task_or_404(store: Store, task_id: str) -> Task:
+def task_or_404(store: EventLog, task_id: str) -> Task:
     """The task, or ApiError 404 (400 for a malformed id)."""
     check_task_id(task_id)
     task = store.get_task(task_id)
@@ -25,7 +25,7 @@ def task_or_404(store: Store, task_id: str) -> Task:
     return task
 
 
-def session_or_404(store: Store, session_id: str) -> Session:
+def session_or_404(store: EventLog, session_id: str) -> Session:
     """The session, or ApiError 404."""
     if not SESSION_ID.match(session_id):
         raise ApiError(404, "not_found", f"no session {session_id!r}")
@@ -70,7 +70,7 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
         "session_id": task.session_id, "message": task.message, "mode": task.options.get("mode"),
         "cwd": task.options.get("cwd"), "created_at": task.created_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
-        "worker_pid": task.worker_pid, "result": None,
+        "worker_pid": task.worker_pid, "result": None, "node": task.node,
         "workspace": Workspace.from_dict(task.options.get("workspace")).public(),
     }
     if task.result:

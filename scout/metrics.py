@@ -56,7 +56,11 @@ class ScoutCollector(Collector):
                                       "(ids are never reused, so deletes do not lower it)", value=written)
             yield GaugeMetricFamily("scout_database_size_bytes", "Database file size with its WAL",
                                     value=size)
-        yield GaugeMetricFamily("scout_workers_active", "Task processes this server supervises",
+        info = GaugeMetricFamily("scout_node_info", "This server as a node of the log (always 1): its id, "
+                                 "whether the log is shared with other nodes", labels=["node", "shared"])
+        info.add_metric([s.settings.node_id, str(s.store.shared).lower()], 1)
+        yield info
+        yield GaugeMetricFamily("scout_workers_active", "Task processes this server (node) supervises",
                                 value=s.supervisor.running_count())
         yield GaugeMetricFamily("scout_workers_max", "SCOUT_MAX_WORKERS", value=s.settings.max_workers)
         yield GaugeMetricFamily("scout_sse_streams", "Open SSE streams", value=s.watcher.streams)

@@ -24,7 +24,7 @@ from typing import Any
 
 from claude_agent_sdk.types import SessionKey, SessionListSubkeysKey, SessionStore
 
-from .store import Store
+from .store import EventLog
 
 
 def projects_dir() -> str:
@@ -67,7 +67,7 @@ class ScoutSessionStore(SessionStore):
     its tasks and must keep its history.
     """
 
-    def __init__(self, store: Store, session_id: str) -> None:
+    def __init__(self, store: EventLog, session_id: str) -> None:
         self.store = store
         self.session_id = session_id
 
@@ -95,7 +95,7 @@ class ScoutSessionStore(SessionStore):
         self.store.delete_transcript(key["session_id"], key.get("subpath"))
 
 
-def history_available(store: Store, claude_session_id: str) -> bool:
+def history_available(store: EventLog, claude_session_id: str) -> bool:
     """Can the conversation be resumed: is it in a local transcript file or in the store?"""
     local = local_transcript(claude_session_id)
     try:

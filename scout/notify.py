@@ -1,18 +1,19 @@
 """Wakes waiting SSE streams when a task's log grows, with one watcher per server process.
 
-Workers commit events from other processes, so nothing inside the server knows when a
-row arrives. Rather than every stream polling the database, one thread watches
-SQLite's `PRAGMA data_version` (it changes whenever another connection commits),
-reads which tasks got new events, and wakes only the streams following those tasks.
-An idle server therefore costs one cheap probe per interval, whatever the number of
-clients.
+Workers commit events from other processes (on PostgreSQL, from other machines), so
+nothing inside the server knows when a row arrives. Rather than every stream polling
+the database, one thread follows the store's event feed (`Store.event_feed()`: on SQLite
+a probe of `PRAGMA data_version`, which changes whenever another connection commits; on
+PostgreSQL the LISTEN/NOTIFY the appends send), reads the new events once, and wakes
+only the streams following those tasks. An idle server therefore costs one cheap probe
+per interval on SQLite and nothing on PostgreSQL, whatever the number of clients.
 """
 from __future__ import annotations
 
 import threading
 from typing import Callable
 
-from .store import Store, StoreError
+from .store import EventLog, StoreError
 
 # An encoded event: (seq, SSE bytes, the task's final status if this event ends it).
 Frame = tuple[int, bytes, "str | None"]
@@ -21,7 +22,7 @@ Frame = tuple[int, bytes, "str | None"]
 class LogWatcher:
     """Per-task generation counters that a single thread bumps as events are committed."""
 
-    def __init__(self, store: Store, interval: float = 0.01,
+    def __init__(self, store: EventLog, interval: float = 0.01,
                  encode: Callable[[str, int, str, float, str], Frame] | None = None) -> None:
         self.store = store
         self.interval = interval
@@ -100,33 +101,23 @@ class LogWatcher:
             entry[0].notify_all()
 
     def _run(self) -> None:
-        last_id = self.store.max_event_id()
-        version = self.store.data_version()
-        while not self._stop.wait(self.interval):
+        feed = self.store.event_feed(self.interval)
+        encode = self.encode
+        while not self._stop.is_set():
             try:
-                now = self.store.data_version()
-                if now == version:
-                    continue
-                version = now
-                encode = self.encode
-                if encode is None:
-                    last_id, tasks = self.store.tasks_with_events_since(last_id)
-                    rows = []
-                else:
-                    rows = self.store.raw_events_since_id(last_id)
-                    while rows and len(rows) % 5000 == 0:
-                        more = self.store.raw_events_since_id(rows[-1][0])
-                        if not more:
-                            break
-                        rows.extend(more)
-                    if rows:
-                        last_id = rows[-1][0]
-                    tasks = {r[1] for r in rows}
+                batch = feed.poll(self.interval * 10)
             except StoreError:
+                self._stop.wait(self.interval)
                 continue
+            rows = batch.rows
+            tasks = {r[1] for r in rows}
+            if batch.reset:  # news may have been missed: every stream re-reads the log itself
+                with self._lock:
+                    self._frames.clear()
+                    tasks |= set(self._conds)
             if tasks:
                 with self._lock:
-                    for _, task_id, seq, type_, at, payload in rows:  # rows only when encoding
+                    for _, task_id, seq, type_, at, payload in rows:
                         if encode is not None and task_id in self._conds:
                             frames = self._frames.setdefault(task_id, [])
                             if frames and frames[-1][0] != seq - 1:

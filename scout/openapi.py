@@ -73,7 +73,7 @@ CAN_CONTINUE = {"type": "boolean", "description": "false once the session's earl
 
 ERROR_CODES = {
     400: "Bad request: malformed JSON, a missing, empty, unknown or wrongly typed field, a bad "
-         "query parameter, a bad cwd or an unknown mode.",
+         "query parameter, a bad cwd, an unknown mode or node.",
     401: "A bearer token is needed (SCOUT_API_TOKEN is set) and was missing or wrong.",
     403: "cwd resolves outside the allowed roots (SCOUT_ALLOWED_ROOTS).",
     404: "No such task or session (or no such path).",
@@ -215,6 +215,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
                                         "Another kind later: 409 workspace_mismatch."}),
                 "base": _nullable({"type": "string", "minLength": 1, "maxLength": 256, "pattern": NO_NUL,
                                    "description": "A new worktree starts at this commit-ish (default HEAD)."}),
+                "node": _nullable({"type": "string", "pattern": SESSION_PATTERN, "description":
+                                   "Run only on this node (GET /nodes): for a cwd that exists there alone. "
+                                   "A node not on the log: 400 unknown_node."}),
             },
         },
         "ChatAccepted": _obj({"task_id": TASK_ID, "status": {"type": "string", "enum": [PENDING]},
@@ -225,6 +228,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "task_id": TASK_ID, "status": STATUS, "error": STR_OR_NULL, "session_id": STR,
             "message": STR, "mode": STR_OR_NULL, "cwd": STR_OR_NULL, "created_at": TIME,
             "started_at": TIME_OR_NULL, "finished_at": TIME_OR_NULL, "worker_pid": INT_OR_NULL,
+            "node": {"type": ["string", "null"], "description": "the node (server) that runs or ran it"},
             "result": {"oneOf": [{"type": "null"}, _ref("Result")]},
             "events": {"type": "array", "items": _ref("Event"),
                        "description": "left out with ?events=false"},
@@ -314,7 +318,19 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "tasks": _obj({RUNNING: INT, WAITING: INT, PENDING: INT}),
             "workers": _obj({"max": INT, "active": INT, "zygote_alive": BOOL}),
             "streams": {"type": "integer", "description": "open SSE streams"},
+            "node": _obj({"id": STR, "shared": {"type": "boolean", "description": "other nodes share the log"},
+                          "running": INT, "lease_s": NUM, "heartbeat_error": STR_OR_NULL,
+                          "leader": {"type": "boolean", "description": "this node runs retention and webhooks"}},
+                         required=["id", "shared", "running"]),
         }),
+        "Node": _obj({
+            "node": STR, "state": {"type": "string", "enum": ["live", "lost"]}, "version": STR_OR_NULL,
+            "url": STR_OR_NULL, "lease_s": NUM_OR_NULL, "max_workers": INT_OR_NULL,
+            "running": {"type": "integer", "description": "its tasks running or waiting"},
+            "started_at": TIME_OR_NULL, "heartbeat_at": TIME_OR_NULL,
+            "lease_expires_in": {"type": ["number", "null"], "description": "seconds; below 0: lapsed"},
+        }, required=["node", "state", "running"]),
+        "NodeList": _obj({"nodes": {"type": "array", "items": _ref("Node")}, "this_node": STR}),
     }
 
 
@@ -422,6 +438,9 @@ def build_spec(modes: list[str] | None = None, max_message_bytes: int = 100_000,
             "Where tasks may run, and the defaults a client can show",
             {200: _ok(_ref("Config"), "The settings a client needs.")}, (),
             operationId="showConfig")},
+        "/nodes": {"get": op(
+            "The nodes (servers) on this log, with their lease, running count and version",
+            {200: _ok(_ref("NodeList"), "The nodes; one on SQLite.")}, (503,), operationId="listNodes")},
         "/health": {"get": op(
             "Liveness and state (public)",
             {200: _ok(_ref("Health"), "Healthy or degraded."),

@@ -26,9 +26,10 @@ from . import workspace_api
 from .documents import session_detail, session_or_404, task_detail, task_or_404
 from .logs import fields
 from .metrics import Metrics
+from .nodes import Leader
 from .retention import Retention
 from .state import Scout
-from .store import Event, Store, StoreError, Task
+from .store import Event, EventLog, StoreError, Task
 from .vocab import TERMINAL, WAITING
 from .validate import ApiError, check_object, int_arg, load_json, webhook_url_problem
 from .webhooks import WebhookSender, where
@@ -44,7 +45,7 @@ class StatusFollower:
     """Reads every status event committed after start() and calls the handlers with it
     (and its task, or None if the task is already gone), in log order."""
 
-    def __init__(self, store: Store, handlers: list[Handler], interval: float = 0.05,
+    def __init__(self, store: EventLog, handlers: list[Handler], interval: float = 0.05,
                  durable: str | None = None, on_drained: Callable[[], None] | None = None) -> None:
         self.store = store
         self.handlers = handlers
@@ -58,7 +59,8 @@ class StatusFollower:
     def start(self) -> None:
         saved = self.store.get_cursor(self.durable) if self.durable else None
         # Without a stored cursor, what happened before this server is not news.
-        self.cursor = saved if saved is not None else self.store.max_event_id()
+        self.cursor = saved if saved is not None else self.store.status_head()
+        self._stop.clear()  # a node that leads again restarts its notifier
         name = f"scout-{self.durable or 'status'}-follower"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -121,6 +123,7 @@ class Ops:
         self._saved_cursor: int | None = None
         self._saved_at = 0.0
         self._cursor_error: str | None = None
+        self.leader: Leader | None = None
 
     def start(self) -> None:
         s = self.state.settings
@@ -128,15 +131,33 @@ class Ops:
             log.warning("SCOUT_WEBHOOK_URL is set without SCOUT_WEBHOOK_SECRET: webhooks go out unsigned")
         self.webhooks.start()
         self.follower.start()
+        if self.state.store.shared:  # exactly one node at a time sends webhooks and runs retention
+            self.leader = Leader(self.state.store, "ops", self._lead, self._step_down, s.node_lease / 3)
+            self.leader.start()
+        else:
+            self._lead()
+
+    @property
+    def leading(self) -> bool:
+        return self.leader is None or self.leader.leading
+
+    def _lead(self) -> None:
         self.notifier.start()
         self.retention.start()
 
-    def stop(self) -> None:
+    def _step_down(self) -> None:
         self.retention.stop()
-        self.follower.stop()
         self.notifier.stop()
+        self.save_webhook_cursor()  # behind whatever was not sent: the next leader sends it
+
+    def stop(self) -> None:
+        if self.leader is not None:
+            self.leader.stop()  # steps down if it leads
+        else:
+            self._step_down()
+        self.follower.stop()
         self.webhooks.stop()
-        self.save_webhook_cursor()  # behind whatever was not sent: the next start sends it
+        self.save_webhook_cursor()
 
     def save_webhook_cursor(self, every: float = 0.0) -> None:
         """Store how far webhooks have got: the notifier's cursor, but never past a log event

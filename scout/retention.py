@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable
 
 from .logs import fields
-from .store import Store, StoreError
+from .store import EventLog, StoreError
 from .vocab import ACTIVE
 
 log = logging.getLogger("scout.retention")
@@ -24,7 +24,7 @@ VACUUM_WHILE_RUNNING_BYTES = 64 * 2**20
 
 
 class Retention:
-    def __init__(self, store: Store, days: float, interval: float,
+    def __init__(self, store: EventLog, days: float, interval: float,
                  log_path: Callable[[str], str] | None = None,
                  on_sessions_deleted: Callable[[], Any] | None = None) -> None:
         self.store = store
@@ -42,6 +42,7 @@ class Retention:
         if self.days <= 0:
             log.info("retention disabled (SCOUT_RETENTION_DAYS=0)")
             return
+        self._stop.clear()  # a node that leads again restarts its retention job
         self._thread = threading.Thread(target=self._loop, name="scout-retention", daemon=True)
         self._thread.start()
 

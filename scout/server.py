@@ -20,14 +20,16 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import __version__, ops, workspace_api
+from .backends import open_store
 from .config import ConfigError, Settings
 from .documents import session_detail, session_or_404, sse_end, sse_frame, task_detail, task_or_404, task_summary
 from .logs import banner, log_request, setup_logging
 from .modes import DEFAULT_MODE, ModeError, load_modes
+from .nodes import NodeAgent, bp as nodes_blueprint, node_list
 from .notify import LogWatcher
 from .serverproc import install_shutdown_handlers, make_undumpable, program_version
 from .state import Scout, scout
-from .store import Store, StoreBusy, StoreError, Task, new_id
+from .store import EventLog, Store, StoreBusy, StoreError, Task, new_id
 from .supervisor import Supervisor
 from .validate import (ApiError, check_approval, check_chat, check_cwd, check_webhook_url,
                        int_arg, session_cursor)
@@ -100,6 +102,16 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
     }
 
 
+def check_node(s: Scout, node: str | None) -> str | None:
+    """The `node` a task is pinned to, if it names one that is on this log."""
+    if node is None:
+        return None
+    known = [n["node"] for n in node_list(s)]
+    if node not in known:
+        raise ApiError(400, "unknown_node", f"no node {node!r} on this log (nodes: {', '.join(known)})")
+    return node
+
+
 @api.post("/chat")
 def start_chat():
     s = scout()
@@ -120,8 +132,9 @@ def start_chat():
         if busy and on_busy == "reject":
             raise ApiError(409, "session_busy",
                            f"session {session.id} is busy with task {busy[0].id} ({busy[0].status})")
+    node = check_node(s, req.get("node"))
     task = s.store.create_task(req["message"], options, session_id, max_pending=s.settings.max_pending,
-                               workspace=workspace.to_dict() if workspace.kind != "shared" else None)
+                               workspace=workspace.to_dict() if workspace.kind != "shared" else None, node=node)
     if task is None:
         raise ApiError(429, "too_many_pending",
                        f"{s.settings.max_pending} tasks are already waiting; try again later",
@@ -142,7 +155,7 @@ def task_status(task_id: str):
     return Response(status_json(scout().store, task), mimetype="application/json")
 
 
-def status_json(store: Store, task: Task, chunk: int = 65536) -> Iterator[str]:
+def status_json(store: EventLog, task: Task, chunk: int = 65536) -> Iterator[str]:
     """The status document with its events, streamed: the head goes out at once and the
     events follow page by page, their stored payload JSON pasted in rather than decoded and
     encoded again (a task with 10,000 events starts answering in about a millisecond)."""
@@ -323,6 +336,8 @@ def health():
         db.update(ok=False, error=str(exc))
     if s.supervisor.last_error:
         db.update(ok=False, error=s.supervisor.last_error)
+    if s.node is not None and s.node.last_error:
+        db.update(ok=False, error=f"node heartbeat: {s.node.last_error}")
     ok = db["ok"] and not s.claude.get("missing", False)
     return {
         "status": "ok" if ok else "degraded", "version": __version__, "database": db,
@@ -330,8 +345,20 @@ def health():
         "tasks": {str(s): counts.get(s, 0) for s in (RUNNING, WAITING, PENDING)},
         "workers": {"max": s.settings.max_workers, "active": s.supervisor.running_count(),
                     "zygote_alive": s.supervisor.zygote_alive()},
+        "node": node_health(s),
         "streams": s.watcher.streams,
     }, 200 if db["ok"] else 503
+
+
+def node_health(s: Scout) -> dict[str, Any]:
+    """This node: its id, whether the log is shared, its lease, whether it leads the ops jobs."""
+    out: dict[str, Any] = {"id": s.settings.node_id, "shared": s.store.shared,
+                           "running": s.supervisor.running_count()}
+    if s.node is not None:
+        out.update(lease_s=s.settings.node_lease, heartbeat_error=s.node.last_error)
+        ops_state = current_app.extensions.get("scout_ops")
+        out["leader"] = bool(ops_state and ops_state.leading)
+    return out
 
 
 # -- the app -------------------------------------------------------------------------
@@ -378,19 +405,27 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_bytes)  # a JSON 413 past it
     app.url_map.merge_slashes = False  # "//x" is a JSON 404, not a redirect with an HTML body
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
-    store = Store(settings.db, max_bytes=settings.db_max_bytes, busy_timeout=REQUEST_BUSY_TIMEOUT)
+    store = open_store(settings.db, max_bytes=settings.db_max_bytes, pool_size=16,
+                       busy_timeout=REQUEST_BUSY_TIMEOUT)
     integrity = store.integrity_check()
     if integrity != "ok":
         raise StoreError(f"database integrity check failed: {integrity}")
     watcher = LogWatcher(store, encode=sse_frame)
-    # The supervisor's writes (a task's start and ending) must happen: they wait out another
-    # process's lock as long as a task may stay idle, where requests answer 503 after a second.
-    patient = Store(settings.db, max_bytes=settings.db_max_bytes, migrate=False,
-                    busy_timeout=max(REQUEST_BUSY_TIMEOUT, settings.idle_timeout))
+    # The supervisor's writes (a task's start and ending) must happen: on SQLite they wait out
+    # another process's lock as long as a task may stay idle, where requests answer 503 after a
+    # second. PostgreSQL locks rows, not the database: there one store serves both.
+    patient: EventLog = store
+    if isinstance(store, Store):
+        patient = Store(settings.db, max_bytes=settings.db_max_bytes, migrate=False,
+                        busy_timeout=max(REQUEST_BUSY_TIMEOUT, settings.idle_timeout))
     supervisor = Supervisor(patient, settings, on_change=watcher.touch)
     state = Scout(settings, store, supervisor, watcher, load_modes(settings.modes_file))
+    if store.shared:
+        state.node = NodeAgent(store, settings, watcher.touch, url=f"http://{settings.host}:{settings.port}")
+        state.on_close.append(state.node.stop)
     app.extensions["scout"] = state
     app.register_blueprint(api)
+    app.register_blueprint(nodes_blueprint)  # GET /nodes
     app.register_blueprint(openapi_blueprint)  # GET /openapi.json, public
     app.register_blueprint(workspace_api.bp)  # a session's worktree: changes, merge, discard
     ops.init_app(app, start)  # retention, metrics, webhooks, state-change logs, worker logs, transcripts
@@ -446,6 +481,8 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     if start:
         workspace_api.prune(store, settings.worktrees)  # worktrees whose session is gone
         state.claude = claude_info(settings.claude_path)
+        if state.node is not None:
+            state.node.start()  # a fresh lease before reconciling: this node's tasks are its own again
         summary = supervisor.start()
         watcher.start()
         if any(summary.values()):

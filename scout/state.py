@@ -13,8 +13,9 @@ from flask import current_app
 
 from .config import Settings
 from .modes import Mode
+from .nodes import NodeAgent
 from .notify import LogWatcher
-from .store import Store, StoreError
+from .store import EventLog, StoreError
 from .supervisor import Supervisor
 
 
@@ -23,12 +24,13 @@ class Scout:
     """What the routes share: settings, the log, the supervisor, the watcher, the modes."""
 
     settings: Settings
-    store: Store
+    store: EventLog
     supervisor: Supervisor
     watcher: LogWatcher
     modes: dict[str, Mode]
     claude: dict[str, Any] = field(default_factory=dict)
     on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
+    node: NodeAgent | None = None  # the heartbeat, on a log shared with other nodes
     _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe
 
     def check_writable(self, every: float = 1.0) -> None:
@@ -51,7 +53,8 @@ class Scout:
         self.watcher.stop()
         for stop in self.on_close:
             stop()
-        self.supervisor.store.close()  # its own, patient Store (see create_app)
+        if self.supervisor.store is not self.store:
+            self.supervisor.store.close()  # its own, patient Store (see create_app)
         self.store.close()
 
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Protocol
 
 from .vocab import PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus, can_transition
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -91,7 +91,11 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN workspace TEXT;
     ALTER TABLE tasks ADD COLUMN workspace_start TEXT;
     """,
-    # 6: Claude Code's own transcript of each session's conversation, mirrored line by line
+    # 6: the node (server) that ran each task, as the status document says.
+    """
+    ALTER TABLE tasks ADD COLUMN node TEXT;
+    """,
+    # 7: Claude Code's own transcript of each session's conversation, mirrored line by line
     # (its file under ~/.claude can be swept or live under another HOME); and why a
     # session can no longer be continued, once its history is known to be gone.
     """
@@ -147,6 +151,8 @@ class Task:
     worker_started: float | None = None
     stop_requested: bool = False
     workspace_start: str | None = None  # the worktree's tree when the task began
+    node: str | None = None  # the node that runs (ran) it, on a shared log
+    want_node: str | None = None  # the node it must run on, if the client named one
 
     @property
     def finished(self) -> bool:
@@ -185,11 +191,22 @@ class Session:
         return self.history_lost is None
 
 
+@dataclass
+class FeedBatch:
+    """What an event feed has for the log watcher: new event rows (id, task_id, seq, type,
+    time, payload JSON text), in order within each task, and whether news may have been
+    missed since the last batch (then every follower must re-read the log itself)."""
+
+    rows: list[tuple]
+    reset: bool = False
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def _task(row: sqlite3.Row) -> Task:
+def _task(row: Any) -> Task:
+    """A task from its row: an sqlite3.Row, or a psycopg dict row (scout/store_pg.py)."""
     return Task(
         id=row["id"], num=row["num"], session_id=row["session_id"], status=TaskStatus(row["status"]),
         message=row["message"], options=json.loads(row["options"]),
@@ -197,7 +214,7 @@ def _task(row: sqlite3.Row) -> Task:
         finished_at=row["finished_at"], error=row["error"],
         result=json.loads(row["result"]) if row["result"] else None,
         worker_pid=row["worker_pid"], worker_started=row["worker_started"],
-        stop_requested=bool(row["stop_requested"]), workspace_start=row["workspace_start"],
+        stop_requested=bool(row["stop_requested"]), workspace_start=row["workspace_start"], node=row["node"],
     )
 
 
@@ -216,7 +233,9 @@ class EventLog(Protocol):
     asked raises StoreError (never a driver's own exception).
     """
 
-    path: str                           # where the log lives (a file, or a database URL)
+    path: str                           # where the log lives (a file, or a database URL without its password)
+    url: str                            # what another process (a worker) opens the same log with
+    shared: bool                        # whether other nodes (servers) may use this log too
     max_events_per_task: int | None     # past this many events a task's log refuses more
     last_write_error: str | None        # the latest failed write, until one succeeds
 
@@ -281,10 +300,11 @@ class EventLog(Protocol):
 
     # -- tasks
     def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
-                    max_pending: int | None = None, workspace: dict[str, Any] | None = None) -> Task | None:
+                    max_pending: int | None = None, workspace: dict[str, Any] | None = None,
+                    node: str | None = None) -> Task | None:
         """A new pending task (and session) with its first status event, atomically; None when
         max_pending tasks already wait. `workspace` becomes the session's when it has none yet
-        (or its worktree was discarded: base_commit null)."""
+        (or its worktree was discarded: base_commit null). `node`: only that node may run it."""
     def get_task(self, task_id: str) -> Task | None:
         """The task, or None."""
     def list_tasks(self, status: str | None = None, session_id: str | None = None,
@@ -292,12 +312,15 @@ class EventLog(Protocol):
         """Tasks newest first, filtered; `before` is the previous page's last Task.num."""
     def session_tasks(self, session_id: str) -> list[Task]:
         """A session's tasks, oldest first."""
-    def tasks_in(self, statuses: Iterable[str]) -> list[Task]:
-        """Every task in one of `statuses`, oldest first."""
+    def tasks_in(self, statuses: Iterable[str], node: str | None = None) -> list[Task]:
+        """Every task in one of `statuses`, oldest first (with `node`, on a shared log: that node's)."""
     def count_by_status(self) -> dict[str, int]:
         """How many tasks have each status (every status present, 0 if none)."""
     def next_startable(self, limit: int) -> list[Task]:
         """Pending tasks, oldest first, whose session has nothing running, waiting or queued before them."""
+    def claim(self, limit: int, node: str | None = None) -> list[Task]:
+        """Move up to `limit` startable tasks (as next_startable, and pinned to no other node) to
+        running on `node`, with their status events, atomically; them. No two claims get one task."""
     def transition(self, task_id: str, to: TaskStatus, *, only_from: Iterable[TaskStatus] | None = None,
                    error: str | None = None, result: dict[str, Any] | None = None,
                    unless_stop_requested: bool = False, note: dict[str, Any] | None = None,
@@ -306,8 +329,11 @@ class EventLog(Protocol):
         whether it happened. A terminal change reaches the task row even when the log is full."""
     def set_worker(self, task_id: str, pid: int, started: float) -> None:
         """Record the identity (pid and start time) of the task's leader process."""
-    def request_stop(self, task_id: str) -> None:
-        """Mark the task as asked to stop (a worker checks it before it starts)."""
+    def request_stop(self, task_id: str, by: str | None = None) -> None:
+        """Mark the task as asked to stop (a worker checks it before it starts) and tell every
+        node's on_stop_request callbacks; `by` names the node asking."""
+    def on_stop_request(self, callback: Any) -> None:
+        """Call callback(task_id, by) whenever any node requests a stop (nothing to call on SQLite)."""
     def set_workspace_start(self, task_id: str, tree: str) -> None:
         """Record the git tree the task's worktree held when it began (its changes count from it)."""
     def requeue(self, task_id: str) -> bool:
@@ -341,7 +367,13 @@ class EventLog(Protocol):
     def tasks_with_events_since(self, event_id: int) -> tuple[int, set[str]]:
         """(newest event id, ids of the tasks with events newer than `event_id`)."""
     def status_events_since(self, after_id: int, limit: int = 1000) -> tuple[int, list[Event]]:
-        """(cursor, status events with ids after `after_id`); pass the cursor back in next time."""
+        """(cursor, status events after the cursor `after_id`, in commit order); pass the cursor back
+        in next time. The cursor and each event's id are positions in the log's status feed."""
+    def status_head(self) -> int:
+        """The status feed's newest position: where a follower with no stored cursor starts."""
+    def event_feed(self, interval: float = 0.01) -> Any:
+        """New events as they commit, for the SSE log watcher: an object whose poll(timeout)
+        returns a FeedBatch."""
     def get_cursor(self, name: str) -> int | None:
         """The event id the durable reader `name` has handled everything up to, or None."""
     def set_cursor(self, name: str, event_id: int) -> None:
@@ -367,7 +399,38 @@ class EventLog(Protocol):
         """(decision, reason) once the approval is answered, else None."""
 
 
-class Store(EventLog):
+class LogPages:
+    """A task's log read page by page, on top of a store's events_after and raw_events_after:
+    the same for every backend, so written once (Store and PgStore both inherit it)."""
+
+    def events_after(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        raise NotImplementedError
+
+    def raw_events_after(self, task_id: str, after_seq: int, limit: int = 500) -> list[tuple]:
+        raise NotImplementedError
+
+    def iter_events(self, task_id: str, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:
+        """Every event of the task after `after_seq`, in seq order, read page by page."""
+        while True:
+            batch = self.events_after(task_id, after_seq, page)
+            yield from batch
+            if len(batch) < page:
+                return
+            after_seq = batch[-1].seq
+
+    def iter_event_json(self, task_id: str, page: int = 2000) -> Iterator[str]:
+        """Each event of a task as its JSON object text, payloads pasted as stored (no decode)."""
+        after = 0
+        while True:
+            rows = self.raw_events_after(task_id, after, page)
+            for seq, type_, at, payload in rows:
+                yield f'{{"seq":{seq},"type":{json.dumps(type_)},"time":{at!r},"payload":{payload}}}'
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+
+class Store(LogPages, EventLog):
     """The event log in SQLite (WAL). One object per process; each thread gets its own connection.
 
     SQLite's own means stay in here: PRAGMA busy_timeout, synchronous, max_page_count (the
@@ -377,10 +440,13 @@ class Store(EventLog):
 
     # Past this many events a task's log refuses more (EventCapError); None: no cap.
     max_events_per_task: int | None = None
+    # Whether other nodes may share this log: an SQLite file belongs to one machine's Scout.
+    shared = False
 
     def __init__(self, path: str, busy_timeout: float = 30.0, migrate: bool = True,
                  max_bytes: int | None = None) -> None:
         self.path = os.path.abspath(path)
+        self.url = self.path  # what another process (a worker) opens this store with
         # How long a write waits for another connection's write lock before StoreBusy: short
         # where someone waits for an answer (an HTTP request), as long as a task may stay idle
         # where the write must happen (a worker logging, the supervisor settling a task).
@@ -698,11 +764,13 @@ class Store(EventLog):
     # -- tasks -------------------------------------------------------------------
 
     def create_task(self, message: str, options: dict[str, Any], session_id: str | None = None,
-                    max_pending: int | None = None, workspace: dict[str, Any] | None = None) -> Task | None:
+                    max_pending: int | None = None, workspace: dict[str, Any] | None = None,
+                    node: str | None = None) -> Task | None:
         """Insert a pending task (and its session if new) with its first event, atomically;
         `workspace` (None: shared) becomes the session's.
 
-        Returns None, writing nothing, when max_pending tasks are already waiting.
+        Returns None, writing nothing, when max_pending tasks are already waiting. ``node``
+        (the node it must run on) matters only on a shared log: here there is one node.
         """
         task_id = new_id()
         session_id = session_id or new_id()
@@ -759,7 +827,8 @@ class Store(EventLog):
         return [_task(r) for r in self._read(
             "SELECT * FROM tasks WHERE session_id = ? ORDER BY num", (session_id,))]
 
-    def tasks_in(self, statuses: Iterable[str]) -> list[Task]:
+    def tasks_in(self, statuses: Iterable[str], node: str | None = None) -> list[Task]:
+        """Tasks in these statuses, oldest first (``node`` matters only on a shared log)."""
         statuses = tuple(statuses)
         marks = ",".join("?" * len(statuses))
         return [_task(r) for r in self._read(
@@ -773,12 +842,18 @@ class Store(EventLog):
 
     def next_startable(self, limit: int) -> list[Task]:
         """Pending tasks, oldest first, whose session has no task running or waiting."""
-        return [_task(r) for r in self._read(
-            "SELECT * FROM tasks t WHERE t.status = ? AND NOT EXISTS ("
-            " SELECT 1 FROM tasks u WHERE u.session_id = t.session_id AND u.status IN (?, ?))"
-            " AND NOT EXISTS (SELECT 1 FROM tasks v WHERE v.session_id = t.session_id"
-            "  AND v.status = ? AND v.num < t.num)"
-            " ORDER BY t.num LIMIT ?", (PENDING, RUNNING, WAITING, PENDING, limit))]
+        return [_task(r) for r in self._read(_STARTABLE, (PENDING, RUNNING, WAITING, PENDING, limit))]
+
+    def claim(self, limit: int, node: str | None = None) -> list[Task]:
+        """Move up to ``limit`` startable tasks (see next_startable) to running and log it, in
+        one transaction; returns them. (SQLite's single writer makes the claim exclusive.)"""
+        def fn(conn):
+            rows = conn.execute(_STARTABLE, (PENDING, RUNNING, WAITING, PENDING, limit)).fetchall()
+            now = time.time()  # taken under the claim's lock, so start times follow claim order
+            start = _Change(RUNNING, fields={"node": node})
+            claimed = [r["id"] for r in rows if _transition(conn, r["id"], start, now)]
+            return [conn.execute("SELECT * FROM tasks WHERE id = ?", (i,)).fetchone() for i in claimed]
+        return [_task(r) for r in self._write(fn)]
 
     def transition(self, task_id: str, to: TaskStatus, *, only_from: Iterable[TaskStatus] | None = None,
                    error: str | None = None, result: dict[str, Any] | None = None,
@@ -827,7 +902,8 @@ class Store(EventLog):
     def has_event(self, task_id: str, type: str) -> bool:
         return bool(self._read("SELECT 1 FROM events WHERE task_id = ? AND type = ? LIMIT 1", (task_id, type)))
 
-    def request_stop(self, task_id: str) -> None:
+    def request_stop(self, task_id: str, by: str | None = None) -> None:
+        """Mark the task to be stopped (``by``: the node asking; there is one node here)."""
         def fn(conn):
             conn.execute("UPDATE tasks SET stop_requested = 1 WHERE id = ?", (task_id,))
         self._write(fn)
@@ -871,14 +947,6 @@ class Store(EventLog):
             "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (task_id, after_seq, limit))]
 
-    def iter_events(self, task_id: str, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:
-        while True:
-            batch = self.events_after(task_id, after_seq, page)
-            yield from batch
-            if len(batch) < page:
-                return
-            after_seq = batch[-1].seq
-
     def raw_events_after(self, task_id: str, after_seq: int, limit: int = 500) -> list[tuple]:
         """(seq, type, time, payload JSON text) of a task's events after after_seq, undecoded."""
         return [tuple(r) for r in self._read(
@@ -891,24 +959,24 @@ class Store(EventLog):
             "SELECT id, task_id, seq, type, time, payload FROM events WHERE id > ? ORDER BY id LIMIT ?",
             (event_id, limit))]
 
-    def iter_event_json(self, task_id: str, page: int = 2000) -> Iterator[str]:
-        """Each event of a task as its JSON object text, payloads pasted as stored (no decode)."""
-        after = 0
-        while True:
-            rows = self._read("SELECT seq, type, time, payload FROM events"
-                              " WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?", (task_id, after, page))
-            for seq, type_, at, payload in rows:
-                yield f'{{"seq":{seq},"type":{json.dumps(type_)},"time":{at!r},"payload":{payload}}}'
-            if len(rows) < page:
-                return
-            after = rows[-1][0]
-
     def last_event_time(self, task_id: str) -> float | None:
         rows = self._read("SELECT MAX(time) FROM events WHERE task_id = ?", (task_id,))
         return rows[0][0]
 
     def max_event_id(self) -> int:
         return self._read("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+
+    def status_head(self) -> int:
+        """Where a new follower of status_events_since starts: here, the newest event id."""
+        return self.max_event_id()
+
+    def event_feed(self, interval: float = 0.01) -> "SqliteFeed":
+        """New events as they commit, for the SSE log watcher."""
+        return SqliteFeed(self, interval)
+
+    def on_stop_request(self, callback: Any) -> None:
+        """Nothing to listen for: only this server's own routes stop its tasks."""
+        return None
 
     def get_cursor(self, name: str) -> int | None:
         """The event id a durable reader called ``name`` has handled everything up to."""
@@ -1075,6 +1143,45 @@ class Store(EventLog):
         return rows[0]["decision"], rows[0]["reason"]
 
 
+class SqliteFeed:
+    """New events for the log watcher: SQLite has no notifications, so it probes
+    `PRAGMA data_version` (it changes whenever another connection commits) every
+    ``interval`` and reads what came after the last id seen (ids commit in order here)."""
+
+    def __init__(self, store: Store, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.last_id = store.max_event_id()
+        self.version = store.data_version()
+
+    def poll(self, timeout: float) -> FeedBatch:
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.store.data_version()
+            if now != self.version:
+                break
+            if time.monotonic() >= deadline:
+                return FeedBatch([])
+            time.sleep(self.interval)
+        self.version = now
+        rows = self.store.raw_events_since_id(self.last_id)
+        while rows and len(rows) % 5000 == 0:
+            more = self.store.raw_events_since_id(rows[-1][0])
+            if not more:
+                break
+            rows.extend(more)
+        if rows:
+            self.last_id = rows[-1][0]
+        return FeedBatch(rows)
+
+
+_STARTABLE = ("SELECT * FROM tasks t WHERE t.status = ? AND NOT EXISTS ("
+              " SELECT 1 FROM tasks u WHERE u.session_id = t.session_id AND u.status IN (?, ?))"
+              " AND NOT EXISTS (SELECT 1 FROM tasks v WHERE v.session_id = t.session_id"
+              "  AND v.status = ? AND v.num < t.num)"
+              " ORDER BY t.num LIMIT ?")
+
+
 @dataclass
 class _Change:
     """One status change asked of Store.transition, as _transition applies it."""
@@ -1087,6 +1194,30 @@ class _Change:
     note: dict[str, Any] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)
     log_event: bool = True
+
+    def allows(self, status: str, stop_requested: bool) -> bool:
+        """May a task in `status` (asked to stop or not) make this change?"""
+        if not can_transition(status, self.to):
+            return False
+        if self.only_from is not None and status not in self.only_from:
+            return False
+        return not (self.unless_stop_requested and stop_requested)
+
+    def applied(self, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the task columns to set, the status event's payload) of this change made at `now`."""
+        sets: dict[str, Any] = {"status": self.to, **self.fields}
+        if self.to == RUNNING and "started_at" not in self.fields:
+            sets["started_at"] = now
+        if self.to in TERMINAL:
+            sets["finished_at"] = now
+        if self.error is not None:
+            sets["error"] = self.error
+        if self.result is not None:
+            sets["result"] = json.dumps(self.result)
+        payload: dict[str, Any] = {"status": self.to, **self.note}
+        if self.error is not None:
+            payload["error"] = self.error
+        return sets, payload
 
 
 def _narrowed(to: str, only_from: Iterable[str] | None) -> frozenset[TaskStatus] | None:
@@ -1104,26 +1235,11 @@ def _transition(conn: sqlite3.Connection, task_id: str, change: _Change, now: fl
     """Apply a status change if the table (and the change's own limits) allow it; must run
     inside a write transaction. Returns whether it happened."""
     row = conn.execute("SELECT status, stop_requested FROM tasks WHERE id = ?", (task_id,)).fetchone()
-    if row is None or not can_transition(row["status"], change.to):
+    if row is None or not change.allows(row["status"], bool(row["stop_requested"])):
         return False
-    if change.only_from is not None and row["status"] not in change.only_from:
-        return False
-    if change.unless_stop_requested and row["stop_requested"]:
-        return False
-    sets: dict[str, Any] = {"status": change.to, **change.fields}
-    if change.to == RUNNING and "started_at" not in change.fields:
-        sets["started_at"] = now
-    if change.to in TERMINAL:
-        sets["finished_at"] = now
-    if change.error is not None:
-        sets["error"] = change.error
-    if change.result is not None:
-        sets["result"] = json.dumps(change.result)
+    sets, payload = change.applied(now)
     cols = ", ".join(f"{k} = ?" for k in sets)
     conn.execute(f"UPDATE tasks SET {cols} WHERE id = ?", (*sets.values(), task_id))
-    payload: dict[str, Any] = {"status": change.to, **change.note}
-    if change.error is not None:
-        payload["error"] = change.error
     if change.log_event:
         _append(conn, task_id, EventType.STATUS, payload, now)
     return True

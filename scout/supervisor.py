@@ -35,9 +35,9 @@ from typing import IO, Any, Callable
 from . import workspace
 from .config import Settings
 from .proctree import identity_matches, kill_tree
-from .store import Store, StoreBusy, StoreError, Task
+from .store import EventLog, StoreBusy, StoreError, Task
 from .taskspec import QUIT, TAG, WorkerSpec, zygote_address
-from .vocab import ACTIVE, CANCELLED, FAILED, PENDING, RUNNING
+from .vocab import ACTIVE, CANCELLED, FAILED, NODE_LOST, PENDING, RUNNING
 
 log = logging.getLogger("scout.supervisor")
 
@@ -101,6 +101,7 @@ class WorkerProc:
     adopted: bool = False
     exit_code: int | None = None
     spawned: Future = field(default_factory=Future)
+    stop_asked: bool = False  # a stop requested by another node is being carried out
 
     def change_state(self, to: ProcessState) -> bool:
         """Move to `to` if PROCESS_TRANSITIONS allows it; returns whether it moved. The one
@@ -143,7 +144,7 @@ class Supervisor:
 
     TICK = 0.2
 
-    def __init__(self, store: Store, settings: Settings,
+    def __init__(self, store: EventLog, settings: Settings,
                  on_change: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.settings = settings
@@ -157,6 +158,10 @@ class Supervisor:
         self._zygote_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.last_error: str | None = None
+        # On a shared (PostgreSQL) log this server is one node among several: it claims,
+        # adopts and kills only what is its own, and hands stops of others' tasks over.
+        self.node = settings.node_id
+        self.mine: str | None = self.node if store.shared else None
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -170,6 +175,7 @@ class Supervisor:
         summary = self.reconcile(ended={e["task_id"]: e["pid"] for e in link.hello.get("exited", [])},
                                  alive={e["task_id"]: e["pid"] for e in link.hello.get("leaders", [])})
         self._take_over(link)
+        self.store.on_stop_request(self._stop_requested)
         thread = threading.Thread(target=self._dispatch_loop, name="scout-dispatch", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -221,7 +227,7 @@ class Supervisor:
         processes compute from a boot time that moves with the clock.
         """
         summary = {"adopted": 0, "requeued": 0, "lost": 0, "cancelled": 0}
-        for task in self.store.tasks_in(ACTIVE):
+        for task in self.store.tasks_in(ACTIVE, node=self.mine):
             if ended and task.worker_pid is not None and ended.get(task.id) == task.worker_pid:
                 continue
             ours = alive is not None and task.worker_pid is not None and alive.get(task.id) == task.worker_pid
@@ -280,7 +286,7 @@ class Supervisor:
             return None
         if task.finished:
             return task.status
-        self.store.request_stop(task_id)
+        self.store.request_stop(task_id, by=self.node)
         if self.store.transition(task_id, CANCELLED, only_from=(PENDING,)):
             self.on_change(task_id)
             return CANCELLED
@@ -288,6 +294,8 @@ class Supervisor:
             proc = self._workers.get(task_id)
             if proc is not None:
                 proc.change_state(STOPPING)
+        if proc is None and self.mine and task.node not in (None, self.mine):
+            return self._stop_elsewhere(task)
         pid = None
         if proc is not None:
             try:
@@ -301,6 +309,28 @@ class Supervisor:
         self.on_change(task_id)
         final = self.store.get_task(task_id)
         return final.status if final else CANCELLED
+
+    def _stop_elsewhere(self, task: Task) -> str:
+        """A task another node runs: its node ends it, told by the stop request's NOTIFY;
+        wait for the ending to reach the log. (If that node is lost, the task fails "node
+        lost" within the lease instead: only its own node may say its processes are gone.)"""
+        deadline = time.monotonic() + self.settings.stop_grace + self.settings.node_lease + 10
+        while time.monotonic() < deadline:
+            current = self.store.get_task(task.id)
+            if current is None or current.finished:
+                return current.status if current else CANCELLED
+            time.sleep(0.05)
+        current = self.store.get_task(task.id)
+        return current.status if current else CANCELLED
+
+    def _stop_requested(self, task_id: str, by: str | None) -> None:
+        """Another node asked for a stop (NOTIFY scout_stop): stop the task if it runs here."""
+        with self._lock:
+            proc = self._workers.get(task_id)
+            if by == self.node or proc is None or proc.state == STOPPING or proc.stop_asked:
+                return
+            proc.stop_asked = True
+        self._thread(self.stop, task_id)
 
     def stop_in_background(self, task_ids: list[str]) -> None:
         """Stop tasks one after another without making the caller wait."""
@@ -343,23 +373,16 @@ class Supervisor:
 
     def _start_what_fits(self) -> None:
         free = self.settings.max_workers - self.running_count()
-        if free <= 0:
+        if free <= 0 or self._closing.is_set():
             return
-        for task in self.store.next_startable(free):
-            if self._closing.is_set():
-                return
+        try:
+            claimed = self.store.claim(free, node=self.node)  # now running, as far as the log knows
+        except StoreBusy:
+            return  # another process holds the lock: the tasks stay pending, claimed at a later tick
+        for task in claimed:
             self._spawn(task)
 
     def _spawn(self, task: Task) -> None:
-        try:
-            if not self.store.transition(task.id, RUNNING, only_from=(PENDING,)):
-                return  # stopped or deleted meanwhile
-        except StoreBusy:
-            return  # another process holds the lock: the task stays pending, tried again later
-        except StoreError as exc:
-            self.store.transition(task.id, FAILED, error=f"could not start: {exc}")
-            self.on_change(task.id)
-            return
         self.on_change(task.id)
         proc = WorkerProc(task.id)
         with self._lock:
@@ -401,6 +424,13 @@ class Supervisor:
         for proc in procs:
             task = self.store.get_task(proc.task_id)
             if task is None or task.status not in ACTIVE:
+                if self.mine and task is not None and task.error == NODE_LOST:
+                    # Another node took this one for lost and failed the task while its worker
+                    # still runs here: nothing it does can reach the log any more.
+                    self._thread(self._fail, proc, NODE_LOST)
+                continue
+            if task.stop_requested and self.mine:  # a stop from another node whose NOTIFY was missed
+                self._stop_requested(task.id, None)
                 continue
             reason = None
             if task.started_at and now - task.started_at > self.settings.task_timeout:
@@ -413,7 +443,7 @@ class Supervisor:
             if reason:
                 self._thread(self._fail, proc, reason)
 
-    def _thread(self, fn: Callable[..., None], *args: Any) -> None:
+    def _thread(self, fn: Callable[..., object], *args: Any) -> None:
         """Run fn in a short-lived thread that closes its database connection when done."""
         def run() -> None:
             try:

@@ -11,6 +11,7 @@ from typing import Any
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "id\n" through.
 SESSION_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
+NODE_ID = SESSION_ID  # SCOUT_NODE_ID and the `node` field: the same characters
 TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:*()\-/ ]{1,200}\Z")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9._:\[\]/-]{1,100}\Z")
@@ -36,7 +37,7 @@ class ApiError(Exception):
 CHAT_FIELDS = {
     "message": str, "session_id": str, "mode": str, "cwd": str, "append_system_prompt": str,
     "on_busy": str, "model": str, "max_turns": int, "allowed_tools": list, "disallowed_tools": list,
-    "max_budget_usd": float, "stream_deltas": bool, "webhook_url": str, "workspace": str, "base": str,
+    "max_budget_usd": float, "stream_deltas": bool, "webhook_url": str, "workspace": str, "base": str, "node": str,
 }
 
 
@@ -99,6 +100,8 @@ def check_chat(body: Any, max_message_bytes: int) -> dict[str, Any]:
             tools = req[name]
             if len(tools) > 100 or not all(isinstance(t, str) and TOOL_NAME.match(t) for t in tools):
                 raise ApiError(400, "invalid_field", f"'{name}' must be a list of tool names")
+    if "node" in req and not NODE_ID.match(req["node"]):
+        raise ApiError(400, "invalid_field", "'node' must be 1-128 letters, digits, '.', '_' or '-'")
     if "model" in req and not MODEL_NAME.match(req["model"]):
         raise ApiError(400, "invalid_field", "'model' is not a valid model name")
     for name in ("append_system_prompt", "cwd", "mode", "workspace", "base"):

@@ -51,6 +51,10 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 }
 
 
+# The error of a task failed because the node running it lost its lease (a shared log).
+NODE_LOST = "node lost"
+
+
 def can_transition(current: str, to: str) -> bool:
     """Is a change from status `current` to status `to` legal?"""
     try:

@@ -21,9 +21,10 @@ from claude_agent_sdk import (
 )
 
 from . import workspace
+from .backends import open_store
 from .mirror import ScoutSessionStore, history_available
 from .modes import tool_matches
-from .store import Session, Store, Task
+from .store import EventLog, Session, Task
 from .taskspec import WorkerSpec
 from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
 
@@ -36,7 +37,8 @@ warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 def run(spec: WorkerSpec) -> int:
     """Run the task the spec names; returns the process's exit code."""
     # A write that meets another process's lock waits for it, up to the task's idle limit.
-    store = Store(spec.db, migrate=False, max_bytes=spec.db_max_bytes, busy_timeout=spec.busy_timeout)
+    store = open_store(spec.db, migrate=False, max_bytes=spec.db_max_bytes, pool_size=2,
+                       busy_timeout=spec.busy_timeout)
     store.max_events_per_task = spec.max_events_per_task  # past it: EventCapError, the task fails
     task = store.get_task(spec.task_id)
     if task is None or task.status not in ACTIVE or task.stop_requested:
@@ -68,7 +70,7 @@ def history_lost_message(session: Session) -> str:
             f"holds no copy of it. Start a new session (send without session_id).")
 
 
-def check_history(store: Store, session: Session | None) -> None:
+def check_history(store: EventLog, session: Session | None) -> None:
     """Raise HistoryLost unless the session is new or its conversation can be resumed."""
     if session is None:
         return
@@ -83,7 +85,7 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: Store, task: Task, spec: WorkerSpec, cwd: str | None = None) -> ClaudeAgentOptions:
+def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None = None) -> ClaudeAgentOptions:
     """Translate a task's resolved options (mode, overrides, session) into the SDK's; `cwd`
     is where it runs when that is not its own cwd (the same place in its worktree)."""
     opts = task.options
@@ -118,7 +120,7 @@ def build_options(store: Store, task: Task, spec: WorkerSpec, cwd: str | None = 
     )
 
 
-def _approver(store: Store, task: Task, spec: WorkerSpec) -> Callable[..., Awaitable[PermissionResult]]:
+def _approver(store: EventLog, task: Task, spec: WorkerSpec) -> Callable[..., Awaitable[PermissionResult]]:
     """The can_use_tool callback: ask a person over HTTP for the mode's approval tools.
 
     Claude Code calls it only for tool uses its permission mode and allowed_tools do
@@ -185,7 +187,7 @@ async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
     yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
 
 
-async def _drive(store: Store, task: Task, spec: WorkerSpec) -> None:
+async def _drive(store: EventLog, task: Task, spec: WorkerSpec) -> None:
     where = workspace.begin_task(store, task, spec.worktrees)
     options = build_options(store, task, spec, where)
     finished = False
@@ -203,7 +205,7 @@ async def _drive(store: Store, task: Task, spec: WorkerSpec) -> None:
                            "(not valid stream-json, or the CLI stopped early)")
 
 
-def _log_result(store: Store, task: Task, msg: ResultMessage) -> None:
+def _log_result(store: EventLog, task: Task, msg: ResultMessage) -> None:
     summary: dict[str, Any] = {
         "text": msg.result, "subtype": msg.subtype, "is_error": msg.is_error,
         "duration_ms": msg.duration_ms, "num_turns": msg.num_turns,

@@ -16,7 +16,7 @@ from . import workspace as wsm
 from .documents import session_or_404
 from .modes import Mode
 from .state import scout
-from .store import Session, Store
+from .store import EventLog, Session
 from .validate import ApiError, check_object, load_json
 from .vocab import UNFINISHED
 from .workspace import AUTO, SHARED, WORKTREE, Workspace, WorkspaceError
@@ -70,7 +70,7 @@ def choose(req: dict[str, Any], cwd: str, mode: Mode, session: Session | None, s
     return current
 
 
-def remove_for_session(store: Store, session: Session, root: str) -> None:
+def remove_for_session(store: EventLog, session: Session, root: str) -> None:
     """Remove a session's worktree and branch (DELETE /sessions/{id}); failures are logged,
     and the start-up prune takes what is left."""
     ws = Workspace.from_dict(session.workspace)
@@ -82,7 +82,7 @@ def remove_for_session(store: Store, session: Session, root: str) -> None:
         log.warning("could not remove the worktree of session %s: %s", session.id, exc.message)
 
 
-def prune(store: Store, root: str) -> list[str]:
+def prune(store: EventLog, root: str) -> list[str]:
     """Remove worktrees (and their scout/ branches) whose session is gone."""
     try:
         keep = {str(w["path"]) for w in store.session_workspaces().values() if w.get("path")}
@@ -102,7 +102,7 @@ def _session(session_id: str) -> tuple[Session, Workspace]:
     return session, Workspace.from_dict(session.workspace)
 
 
-def _idle(store: Store, session: Session) -> None:
+def _idle(store: EventLog, session: Session) -> None:
     busy = [t for t in store.session_tasks(session.id) if t.status in UNFINISHED]
     if busy:
         raise ApiError(409, "session_busy", f"session {session.id} has a task {busy[0].status} "

@@ -129,8 +129,24 @@ class ScoutServer:
         raise AssertionError(f"task {task_id} still {doc['status']} after {timeout}s:\n{self.log()[-3000:]}")
 
 
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "both_backends: run the test on SQLite and on PostgreSQL "
+                                       "(SCOUT_DB a database in the tests' own cluster)")
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def scout_env(model: ScriptedModel, tmp_path: Path) -> dict[str, str]:
+def backend(request: Any) -> str:
+    """The store the servers of a test use: SQLite unless the test is marked both_backends."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def scout_env(model: ScriptedModel, tmp_path: Path, backend: str, request: Any) -> dict[str, str]:
     """Environment for a Scout server wired to the scripted model, all state under tmp_path."""
     home = tmp_path / "home"
     home.mkdir()
@@ -144,6 +160,8 @@ def scout_env(model: ScriptedModel, tmp_path: Path) -> dict[str, str]:
         "SCOUT_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     })
+    if backend == "postgresql":
+        env["SCOUT_DB"] = request.getfixturevalue("pg_url")
     return env
 
 
@@ -246,3 +264,38 @@ def read_sse(resp: requests.Response, until_end: bool = True) -> Iterator[dict[s
             event["data"] += "\n" + value
         else:
             event[name] = value
+
+
+# -- PostgreSQL: one throwaway cluster per test run, a fresh database per test ------------
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A PostgreSQL cluster of the tests' own (initdb in a temporary folder, on loopback)."""
+    from scout.pgcluster import TempCluster
+
+    cluster = TempCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """The URL of a new, empty schema of its own in the test cluster's database (a schema
+    takes milliseconds where a database takes most of a second), chosen by search_path
+    in the URL as a user of a shared PostgreSQL would."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg_cluster.url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{pg_cluster.url}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: Any, tmp_path: Path) -> str:
+    """SCOUT_DB for each backend in turn: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "data" / "scout.db")
+    return request.getfixturevalue("pg_url")

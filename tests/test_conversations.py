@@ -17,6 +17,7 @@ def requests_with(model, text: str) -> list[dict]:
 
 # -- sessions ---------------------------------------------------------------------------
 
+@pytest.mark.both_backends
 def test_second_message_resumes_the_conversation(server, model):
     first = server.chat("my favourite colour is teal", session_id="chat-42")
     assert server.wait(first)["status"] == "completed"
@@ -96,6 +97,7 @@ def test_follow_up_runs_in_the_session_cwd_and_can_move(server, tmp_path: Path):
     assert server.wait(t4)["cwd"] == str(second_dir)
 
 
+@pytest.mark.both_backends
 def test_on_busy_queue_reject_interrupt(server):
     running = server.chat("SLOW: 30 0.05 queued-first", session_id="busy")
     server.wait(running, statuses=("running",))
@@ -116,6 +118,7 @@ def test_on_busy_queue_reject_interrupt(server):
     assert tagged_processes(slow) == []
 
 
+@pytest.mark.both_backends
 def test_delete_session(server):
     task_id = server.chat("bye", session_id="gone")
     server.wait(task_id)

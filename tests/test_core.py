@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from conftest import processes_matching, read_sse, tagged_processes
@@ -23,6 +24,7 @@ def assert_gap_free(events: list[dict]) -> None:
     assert seqs == list(range(1, len(seqs) + 1)), seqs
 
 
+@pytest.mark.both_backends
 def test_seed_example_session(server, tmp_path: Path):
     """The seed contract's curl session: start, status, stream, stop, delete."""
     resp = server.post("/chat", json={"message": "List files in current directory"})
@@ -85,6 +87,7 @@ def test_tool_using_task_logs_call_and_real_result(server, tmp_path: Path):
     assert_gap_free(doc["events"])
 
 
+@pytest.mark.both_backends
 def test_ten_tasks_at_once_complete_with_gap_free_logs(make_server):
     server = make_server(SCOUT_MAX_WORKERS="10")
     ids: list[str] = []
@@ -110,6 +113,7 @@ def test_ten_tasks_at_once_complete_with_gap_free_logs(make_server):
         assert doc["result"]["text"] == f"ECHO: {doc['message']}"
 
 
+@pytest.mark.both_backends
 def test_stop_slow_streaming_task(server):
     task_id = server.chat("SLOW: 200 0.1")
     server.wait(task_id, statuses=("running",))
@@ -129,6 +133,7 @@ def test_stop_slow_streaming_task(server):
     assert again["status"] == "cancelled" and again["stopped"] is False
 
 
+@pytest.mark.both_backends
 def test_stop_kills_a_long_bash_command(server, tmp_path: Path):
     marker = f"{time.time_ns()}"
     command = LONG_COMMAND.format(marker)
@@ -175,6 +180,7 @@ def test_a_worker_whose_task_is_being_stopped_does_not_start(tmp_path: Path):
     assert store.events_after(task.id) == before
 
 
+@pytest.mark.both_backends
 def test_pending_task_is_cancelled_without_starting(make_server):
     server = make_server(SCOUT_MAX_WORKERS="1")
     first = server.chat("SLOW: 100 0.1")
@@ -215,6 +221,7 @@ def test_worker_cap_holds_and_tasks_start_in_arrival_order(make_server):
         assert overlapping <= 2
 
 
+@pytest.mark.both_backends
 def test_history_survives_restart(make_server):
     server = make_server()
     ids = [server.chat(f"remember {i}") for i in range(3)]
@@ -230,6 +237,7 @@ def test_history_survives_restart(make_server):
     assert again.get("/tasks").json() == listing
 
 
+@pytest.mark.both_backends
 def test_sse_resume_with_last_event_id_gets_exactly_the_missing_events(server):
     task_id = server.chat("SLOW: 30 0.05")
     with server.get(f"/chat/{task_id}/stream", stream=True) as first:

@@ -25,6 +25,7 @@ def events_ok(doc: dict) -> None:
     assert seqs == list(range(1, len(seqs) + 1))
 
 
+@pytest.mark.both_backends
 def test_server_sigkill_then_restart_adopts_running_tasks(make_server):
     server = make_server()
     ids = [server.chat(f"SLOW: 40 0.3 adopt {i}") for i in range(3)]  # long enough to outlive the crash
@@ -204,6 +205,7 @@ def test_full_database_fails_task_clearly_and_server_stays_up(make_server):
             assert doc["error"]
 
 
+@pytest.mark.both_backends
 def test_stop_then_continue_in_one_session(server, model):
     first = server.chat("SLOW: 200 0.05 first question", session_id="conv-1")
     wait_for(lambda: any(e["type"] == "text_delta" for e in server.status(first)["events"]), 30, "deltas")

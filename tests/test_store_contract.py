@@ -22,13 +22,19 @@ def _sqlite(tmp_path: Path) -> EventLog:
     return Store(str(tmp_path / "contract.db"))
 
 
-# name -> factory(tmp_path) -> an empty store. Other backends add themselves here.
-STORE_BACKENDS: dict[str, Callable[[Path], EventLog]] = {"sqlite": _sqlite}
+def _postgresql(tmp_path: Path, request: pytest.FixtureRequest) -> EventLog:
+    from scout.store_pg import PgStore
+    return PgStore(request.getfixturevalue("pg_url"))  # a fresh schema in the tests' own cluster
+
+
+# name -> factory(tmp_path, request) -> an empty store. Other backends add themselves here.
+STORE_BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], EventLog]] = {
+    "sqlite": lambda tmp_path, request: _sqlite(tmp_path), "postgresql": _postgresql}
 
 
 @pytest.fixture(params=sorted(STORE_BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventLog]:
-    log = STORE_BACKENDS[request.param](tmp_path)
+    log = STORE_BACKENDS[request.param](tmp_path, request)
     yield log
     log.close()
 
@@ -207,8 +213,8 @@ def test_event_readers_agree(store: EventLog) -> None:
     assert top >= 3 and store.events_written() >= top
     newest, tasks = store.tasks_with_events_since(0)
     assert newest == top and tasks == {task_id}
-    cursor, statuses = store.status_events_since(0)
-    assert cursor == top and [e.payload["status"] for e in statuses] == ["pending", "running"]
+    cursor, statuses = store.status_events_since(0)  # the cursor is a place in the status feed
+    assert cursor == store.status_head() and [e.payload["status"] for e in statuses] == ["pending", "running"]
     assert store.status_events_since(cursor) == (cursor, [])
     assert [r[2] for r in store.raw_events_since_id(0)] == [1, 2, 3]
 
