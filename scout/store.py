@@ -339,8 +339,8 @@ class EventLog(Protocol):
     def requeue(self, task_id: str) -> bool:
         """Put an active task that never really started back to pending, forgetting its worker."""
     def delete_task(self, task_id: str) -> bool:
-        """Delete a task with its events and approvals, and its session if no task is left in
-        it (one transaction); whether the task existed."""
+        """Delete a task with its events and approvals, and its session (with its transcripts) if
+        no task is left in it (one transaction); whether the task existed."""
 
     # -- events
     def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
@@ -924,8 +924,9 @@ class Store(LogPages, EventLog):
             conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
-            conn.execute("DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = ?)",
-                         (row["session_id"], row["session_id"]))
+            if conn.execute("DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = ?)",
+                            (row["session_id"], row["session_id"])).rowcount:
+                conn.execute("DELETE FROM transcripts WHERE session_id = ?", (row["session_id"],))
             return True
         return self._write(fn)
 

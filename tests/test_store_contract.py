@@ -275,8 +275,11 @@ def test_deleting_a_sessions_last_task_deletes_the_session(store: EventLog) -> N
     assert first is not None
     second = store.create_task("two", {}, session_id=first.session_id)
     assert second is not None
+    store.append_transcript(first.session_id, "c4", "", [{"type": "user", "uuid": "u"}])
     assert store.delete_task(first.id) and store.get_session(first.session_id) is not None
+    assert store.load_transcript("c4") is not None  # the conversation goes on
     assert store.delete_task(second.id) and store.get_session(first.session_id) is None
+    assert store.load_transcript("c4") is None  # its transcript went with the session
 
 
 def test_health_verbs(store: EventLog) -> None:
