@@ -5,7 +5,8 @@ Runs in the `scout` command's own process, against the database file itself (SCO
 the file may copy it. The copy is written next to PATH under a temporary name, checked
 (PRAGMA integrity_check) and only then renamed to PATH, so PATH is never half a backup.
 Restoring is the README's "Backups" section: stop Scout, put the copy in place of SCOUT_DB
-(without the old -wal and -shm files), start Scout.
+(without the old -wal and -shm files), start Scout. A postgresql:// SCOUT_DB is copied by
+pg_dump (PgStore.backup) in its custom format, restored with pg_restore.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import sqlite3
 import sys
 from dataclasses import dataclass
 
-from .config import ConfigError, Settings
+from .backends import open_store
+from .config import ConfigError, Settings, is_postgres_url
 from .store import Store, StoreError
 
 
@@ -31,6 +33,8 @@ class Backup:
 def backup(db: str, path: str, force: bool = False) -> Backup:
     """Copy the database `db` to `path` (a new file, or --force). Raises StoreError."""
     path = os.path.abspath(path)
+    if is_postgres_url(db):
+        return _backup_postgres(db, path, force)
     if not os.path.exists(db):
         raise StoreError(f"there is no database at {db} (set SCOUT_DB or pass --db)")
     if os.path.isdir(path):
@@ -56,12 +60,31 @@ def backup(db: str, path: str, force: bool = False) -> Backup:
     return Backup(path, os.path.getsize(path), integrity)
 
 
+def _backup_postgres(url: str, path: str, force: bool) -> Backup:
+    """PostgreSQL: pg_dump's custom format of Scout's schema (restore with pg_restore)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "scout.dump")
+    if os.path.exists(path) and not force:
+        raise StoreError(f"{path} exists; pass --force to replace it")
+    partial = f"{path}.partial-{os.getpid()}"
+    store = open_store(url, migrate=False, pool_size=1)
+    try:
+        store.backup(partial)
+        os.replace(partial, path)
+    finally:
+        store.close()
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return Backup(path, os.path.getsize(path), "pg_dump")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scout backup",
         description="Write a consistent copy of Scout's database to PATH, also while tasks run "
                     "(SQLite's online backup API). Restore: stop Scout, copy the backup over SCOUT_DB, "
-                    "delete SCOUT_DB's -wal and -shm files, start Scout.")
+                    "delete SCOUT_DB's -wal and -shm files, start Scout. On PostgreSQL (a postgresql:// "
+                    "SCOUT_DB) it runs pg_dump; restore with pg_restore.")
     parser.add_argument("path", metavar="PATH", help="the file to write (a directory: the database's name in it)")
     parser.add_argument("--db", help="the database to copy (default: SCOUT_DB, else data/scout.db)")
     parser.add_argument("--force", action="store_true", help="replace PATH if it exists")
