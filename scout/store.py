@@ -924,9 +924,10 @@ class Store(LogPages, EventLog):
             conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
-            if conn.execute("DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = ?)",
-                            (row["session_id"], row["session_id"])).rowcount:
-                conn.execute("DELETE FROM transcripts WHERE session_id = ?", (row["session_id"],))
+            session_id = row["session_id"]
+            if conn.execute("DELETE FROM sessions WHERE id = ? AND NOT EXISTS"
+                            " (SELECT 1 FROM tasks WHERE session_id = ?)", (session_id, session_id)).rowcount:
+                conn.execute("DELETE FROM transcripts WHERE session_id = ?", (session_id,))
             return True
         return self._write(fn)
 
