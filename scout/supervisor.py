@@ -466,7 +466,7 @@ class Supervisor:
 
     def _open_zygote(self) -> ZygoteLink:
         """Connect to the database's zygote: the one a crashed server left, or a new one."""
-        address = zygote_address(self.settings.db)
+        address = zygote_address(self.settings.db, self.node)
         try:
             return self._connect(address, None)
         except (FileNotFoundError, ConnectionRefusedError):

@@ -33,10 +33,15 @@ LEADER_TITLE, WORKER_TITLE = "scout: leader {}", "scout: worker {}"
 QUIT = json.dumps({"op": "quit"})
 
 
-def zygote_address(db: str) -> str:
+def zygote_address(db: str, node: str = "") -> str:
     """Where the zygote of the database `db` listens: a unix socket beside the database
     (so the next server, after a crash, finds the zygote its tasks still run under), or,
-    when that path is too long for a socket address, a name in Linux's abstract namespace."""
+    when that path is too long for a socket address, a name in Linux's abstract namespace.
+    A PostgreSQL log has no file to sit beside and is shared by nodes, several of which may
+    run on one machine: there each node has its own name in the abstract namespace, so no
+    node connects to (and takes over the tasks of) another node's zygote."""
+    if is_postgres_url(db):
+        return "\0scout-zygote-" + hashlib.sha256(f"{db}\0{node}".encode()).hexdigest()[:32]
     path = os.path.abspath(db) + ".zygote"
     if len(path.encode()) < 100:
         return path
