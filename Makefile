@@ -14,9 +14,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# Runtime: the pinned claude-agent-sdk brings its own Claude Code CLI, nothing else to install.
+# Runtime: the pinned claude-agent-sdk brings its own Claude Code CLI; on Linux its OS
+# sandbox for Bash needs bubblewrap and socat (installed with apt when missing).
 $(STAMP): $(PY) setup.cfg constraints.txt
 	$(PIP) install -c constraints.txt -e .
+	scripts/install-sandbox.sh
 	touch $@
 
 $(TSTAMP): $(STAMP)

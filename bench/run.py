@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "concurrent": ("bench.concurrent", "50 tasks at once; /health latency meanwhile"),
     "ingest": ("bench.ingest", "events/s from 20 writer processes through Store.append_event"),
     "memory": ("bench.memory", "per-task leader+worker memory vs the CLI; server RSS under load"),
+    "streams": ("bench.streams", "/health latency with 1,000 SSE streams open; the cap; gone clients freed"),
     "history": ("bench.history", "TTFB of status/stream for 10,000 events; GET /tasks over 100,000 tasks"),
     "idle": ("bench.idle", "idle CPU of the web UI (no browser) and of the API server"),
     "worktrees": ("bench.worktrees", "worktree of 10,000 files: create, snapshot, changes; POST→first event vs shared"),

@@ -53,6 +53,14 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default)."""
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 def _list(env: dict[str, str], name: str, default: list[str], sep: str = ",") -> list[str]:
     raw = env.get(name)
     if raw is None:
@@ -70,7 +78,9 @@ class Settings:
     max_workers: int = 4
     max_pending: int = 1000
     claude_path: str | None = None
-    threads: int = 256
+    threads: int = 32
+    max_streams: int = 200
+    allowed_hosts: list[str] = field(default_factory=list)
     task_timeout: float = 3600.0
     idle_timeout: float = 900.0
     stop_grace: float = 3.0
@@ -86,6 +96,7 @@ class Settings:
     worker_env_pass: list[str] = field(default_factory=list)
     db_max_bytes: int | None = None
     task_nice: int = 10
+    containment: str = "auto"
     sse_keepalive: float = 15.0
     # Operations (see docs/api-brief.md, "Operations").
     retention_days: float = 30.0
@@ -123,7 +134,9 @@ class Settings:
             max_workers=_int(env, "SCOUT_MAX_WORKERS", 4, low=1),
             max_pending=_int(env, "SCOUT_MAX_PENDING", 1000, low=1),
             claude_path=env.get("SCOUT_CLAUDE_PATH") or bundled_claude_path(),
-            threads=_int(env, "SCOUT_THREADS", 256, low=4),
+            threads=_int(env, "SCOUT_THREADS", 32, low=4),
+            max_streams=_int(env, "SCOUT_MAX_STREAMS", 200, low=1),
+            allowed_hosts=_list(env, "SCOUT_ALLOWED_HOSTS", []),
             task_timeout=_float(env, "SCOUT_TASK_TIMEOUT", 3600.0),
             idle_timeout=_float(env, "SCOUT_IDLE_TIMEOUT", 900.0),
             stop_grace=_float(env, "SCOUT_STOP_GRACE", 3.0),
@@ -139,6 +152,7 @@ class Settings:
             worker_env_pass=_list(env, "SCOUT_WORKER_ENV", []),
             db_max_bytes=_int(env, "SCOUT_DB_MAX_MB", 0) * 1024 * 1024 or None,
             task_nice=_int(env, "SCOUT_TASK_NICE", 10),
+            containment=_choice(env, "SCOUT_CONTAINMENT", ("auto", "subreaper")),
             sse_keepalive=_float(env, "SCOUT_SSE_KEEPALIVE", 15.0),
             **_ops_settings(env),
             **_node_settings(env),

@@ -68,7 +68,8 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "task_id": task.id, "status": task.status, "error": task.error,
         "session_id": task.session_id, "message": task.message, "mode": task.options.get("mode"),
-        "cwd": task.options.get("cwd"), "created_at": task.created_at,
+        "cwd": task.options.get("cwd"), "sandboxed": bool(task.options.get("sandboxed")),
+        "created_at": task.created_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
         "worker_pid": task.worker_pid, "result": None, "node": task.node,
         "workspace": Workspace.from_dict(task.options.get("workspace")).public(),

@@ -15,12 +15,13 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import requests
 
-from .serverproc import install_shutdown_handlers, spawn_server, stop_servers
+from . import vault
+from .serverproc import install_shutdown_handlers, make_undumpable, spawn_server, stop_servers
 
 if TYPE_CHECKING:
     import subprocess
@@ -40,6 +41,7 @@ class Child:
     name: str
     argv: list[str]
     health_url: str
+    secrets: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
 
     def alive(self) -> bool:
@@ -134,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both servers until interrupted; returns the exit code."""
+    make_undumpable()
+    vault.reexec_without_secrets()  # our /proc environ must not hold the secrets either
+    secrets = vault.take()
     args = build_parser().parse_args(argv)
     try:
         port = _port(args.port, "--port / SCOUT_PORT", DEFAULT_PORT)
@@ -148,7 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run_servers: {exc}", file=sys.stderr)
         return 2
 
-    token = args.token or os.environ.get("SCOUT_API_TOKEN") or None
+    token = args.token or secrets.get("SCOUT_API_TOKEN") or None
+    if token:
+        secrets["SCOUT_API_TOKEN"] = token
     api_url = f"http://{client_host(host)}:{port}"
     ui_url = f"http://{client_host(ui_host)}:{ui_port}"
 
@@ -161,20 +168,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     if args.db:
         env["SCOUT_DB"] = args.db
-    if token:
-        env["SCOUT_API_TOKEN"] = token
-    else:
-        env.pop("SCOUT_API_TOKEN", None)
-
+    # Each child gets only the secrets it uses, on a pipe of its own (scout/vault.py).
     children = [
-        Child("API server", [sys.executable, "-m", "scout.server"], api_url + "/health"),
-        Child("web UI", [sys.executable, "-m", "scout.ui"], ui_url + "/"),
+        Child("API server", [sys.executable, "-m", "scout.server"], api_url + "/health",
+              secrets={k: v for k, v in secrets.items() if k != "SCOUT_UI_AUTH"}),
+        Child("web UI", [sys.executable, "-m", "scout.ui"], ui_url + "/",
+              secrets={k: v for k, v in secrets.items() if k != "SCOUT_WEBHOOK_SECRET"}),
     ]
     stop_requested: list[int] = []
     restore_signals = install_shutdown_handlers(stop_requested.append)
     try:
         for child in children:
-            child.proc = spawn_server(child.argv, env)
+            child_env, fd = vault.hand_over(env, child.secrets)
+            try:
+                child.proc = spawn_server(child.argv, child_env, pass_fds=(fd,) if fd is not None else ())
+            finally:
+                if fd is not None:
+                    os.close(fd)
         code = _wait_until_up(children, args.startup_timeout, lambda: bool(stop_requested))
         if code is not None:
             return code

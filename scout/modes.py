@@ -13,6 +13,9 @@ Built-in modes can be overridden, and new ones added, from a TOML file
     permission_mode = "default"     # default | acceptEdits | plan | bypassPermissions | dontAsk
     model = "claude-sonnet-4-5"
     max_turns = 20
+    sandbox = "auto"                # auto | required | off: Bash in the OS sandbox (scout/sandbox.py)
+    sandbox_writes = "cwd"          # cwd | temp: where sandboxed commands may write
+    allowed_domains = ["pypi.org"]  # network for sandboxed commands (none by default)
     workspace = "auto"              # shared | worktree | auto (a git worktree when cwd is in one)
 
     [modes.Review.mcp_servers.tracker]   # an MCP server Claude Code starts for the task (stdio)
@@ -39,6 +42,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable
 
+from .sandbox import SANDBOX_CHOICES, WRITE_CHOICES
 from .workspace import KINDS as WORKSPACES
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
@@ -80,6 +84,9 @@ class Mode:
     permission_mode: str = "default"
     model: str | None = None
     max_turns: int | None = None
+    sandbox: str = "auto"
+    sandbox_writes: str = "cwd"
+    allowed_domains: list[str] = field(default_factory=list)
     workspace: str = "shared"  # where a session's first task runs: see scout/workspace.py
     mcp_servers: dict[str, McpServer] = field(default_factory=dict)
 
@@ -117,11 +124,11 @@ BUILTIN = {
         prompt="You are Scout. Investigate the question with the tools you have and answer it. "
                "Do not modify files.",
         allowed_tools=READ_TOOLS + ["Bash"],
-        disallowed_tools=["Edit", "Write", "NotebookEdit"]),
+        disallowed_tools=["Edit", "Write", "NotebookEdit"], sandbox_writes="temp"),
     "Plan": Mode(
         "Plan", "Plans only: Claude Code's plan permission mode, no changes are made.",
         prompt="Make a plan for the request; do not carry it out.",
-        allowed_tools=list(READ_TOOLS), permission_mode="plan"),
+        allowed_tools=list(READ_TOOLS), permission_mode="plan", sandbox_writes="temp"),
     "Code": Mode(
         "Code", "May edit files under the working directory (acceptEdits) and run commands.",
         prompt="You may edit files in the working directory to carry out the request.",
@@ -161,6 +168,12 @@ def load_modes(path: str | None = None) -> dict[str, Mode]:
             raise ModeError(f"mode {name!r}: auto_approve_read_only must be true or false")
         if mode.permission_mode not in PERMISSION_MODES:
             raise ModeError(f"mode {name!r}: permission_mode must be one of {', '.join(PERMISSION_MODES)}")
+        if mode.sandbox not in SANDBOX_CHOICES:
+            raise ModeError(f"mode {name!r}: sandbox must be one of {', '.join(SANDBOX_CHOICES)}")
+        if mode.sandbox_writes not in WRITE_CHOICES:
+            raise ModeError(f"mode {name!r}: sandbox_writes must be one of {', '.join(WRITE_CHOICES)}")
+        if not isinstance(mode.allowed_domains, list) or not all(isinstance(d, str) for d in mode.allowed_domains):
+            raise ModeError(f"mode {name!r}: allowed_domains must be a list of domain names")
         if mode.workspace not in WORKSPACES:
             raise ModeError(f"mode {name!r}: workspace must be one of {', '.join(WORKSPACES)}")
         modes[name] = mode

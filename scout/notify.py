@@ -84,10 +84,17 @@ class LogWatcher:
             start = seq + 1 - frames[0][0]
             return frames[start:] if start >= 0 else None
 
-    def open_stream(self, delta: int = 1) -> None:
-        """Count an SSE stream opening (delta=1) or closing (delta=-1)."""
+    def open_stream(self, limit: int | None = None) -> bool:
+        """Count an SSE stream opening, unless `limit` streams are already open (False)."""
         with self._streams_lock:
-            self.streams += delta
+            if limit is not None and self.streams >= limit:
+                return False
+            self.streams += 1
+            return True
+
+    def close_stream(self) -> None:
+        with self._streams_lock:
+            self.streams -= 1
 
     def touch(self, task_id: str) -> None:
         """Wake the streams of one task (after a change made by this process)."""

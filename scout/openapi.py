@@ -13,6 +13,7 @@ from flask import Blueprint, current_app, jsonify
 
 from . import __version__
 from .modes import DEFAULT_MODE, PERMISSION_MODES, WORKSPACES
+from .sandbox import SANDBOX_CHOICES, WRITE_CHOICES
 from .validate import MAX_REASON_CHARS, ON_BUSY
 from .vocab import EVENT_TYPES, PENDING, RUNNING, STATUSES, WAITING
 
@@ -75,7 +76,10 @@ ERROR_CODES = {
     400: "Bad request: malformed JSON, a missing, empty, unknown or wrongly typed field, a bad "
          "query parameter, a bad cwd, an unknown mode or node.",
     401: "A bearer token is needed (SCOUT_API_TOKEN is set) and was missing or wrong.",
-    403: "cwd resolves outside the allowed roots (SCOUT_ALLOWED_ROOTS).",
+    403: "host_not_allowed: the Host header is not one this server answers to (loopback names, the "
+         "bound address, SCOUT_ALLOWED_HOSTS); origin_not_allowed: a POST or DELETE from an Origin "
+         "that is neither the server's own nor in SCOUT_CORS_ORIGINS; cwd_not_allowed: cwd resolves "
+         "outside the allowed roots (SCOUT_ALLOWED_ROOTS).",
     404: "No such task or session (or no such path).",
     405: "Method not allowed; the Allow header lists those that are.",
     409: "Conflict with the task's or session's state (session_busy, task_finished, workspace_mismatch, "
@@ -84,7 +88,8 @@ ERROR_CODES = {
     415: "The body is not sent as application/json.",
     429: "Too many tasks are pending (SCOUT_MAX_PENDING); retry after Retry-After seconds.",
     503: "The database cannot be used (database_unavailable: unreadable, read-only, full), or another "
-         "process holds its write lock (database_busy, with Retry-After).",
+         "process holds its write lock (database_busy, with Retry-After); for a stream, also "
+         "too_many_streams: SCOUT_MAX_STREAMS are open (retry after Retry-After seconds).",
 }
 
 
@@ -96,12 +101,9 @@ def _error(status: int, description: str | None = None) -> dict[str, Any]:
     if status == 405:
         resp["headers"] = {"Allow": {"schema": STR, "required": True,
                                      "description": "the methods the path supports"}}
-    if status == 429:
-        resp["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "required": True,
+    if status in (429, 503):  # a 503 carries it only for database_busy and too_many_streams
+        resp["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "required": status == 429,
                                            "description": "seconds to wait before trying again"}}
-    if status == 503:
-        resp["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "required": False,
-                                           "description": "with database_busy: seconds to wait before trying again"}}
     return resp
 
 
@@ -111,8 +113,9 @@ def _ok(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _op(summary: str, responses: dict[Any, Any], errors: tuple[int, ...], *, auth: bool,
         public: bool = False, **extra: Any) -> dict[str, Any]:
-    """An operation; every one may also answer 405 (wrong method), and a protected one 401."""
-    codes = set(errors) | {405} | ({401} if auth and not public else set())
+    """An operation; every one may also answer 405 (wrong method) and 403 (a Host not served, a
+    foreign Origin on a write), and a protected one 401."""
+    codes = set(errors) | {403, 405} | ({401} if auth and not public else set())
     op: dict[str, Any] = {"summary": summary, **extra,
                           "responses": {str(k): v for k, v in responses.items()}}
     for code in sorted(codes):
@@ -226,14 +229,16 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
         "Result": result,
         "TaskDetail": _obj({
             "task_id": TASK_ID, "status": STATUS, "error": STR_OR_NULL, "session_id": STR,
-            "message": STR, "mode": STR_OR_NULL, "cwd": STR_OR_NULL, "created_at": TIME,
+            "message": STR, "mode": STR_OR_NULL, "cwd": STR_OR_NULL,
+            "sandboxed": {"type": "boolean", "description": "whether Bash runs in the OS sandbox"},
+            "created_at": TIME,
             "started_at": TIME_OR_NULL, "finished_at": TIME_OR_NULL, "worker_pid": INT_OR_NULL,
             "node": {"type": ["string", "null"], "description": "the node (server) that runs or ran it"},
             "result": {"oneOf": [{"type": "null"}, _ref("Result")]},
             "events": {"type": "array", "items": _ref("Event"),
                        "description": "left out with ?events=false"},
             "workspace": _ref("Workspace"),
-        }, required=["task_id", "status", "error", "session_id", "message", "mode", "cwd",
+        }, required=["task_id", "status", "error", "session_id", "message", "mode", "cwd", "sandboxed",
                      "created_at", "started_at", "finished_at", "worker_pid", "result", "workspace"]),
         "TaskSummary": _obj({
             "task_id": TASK_ID, "status": STATUS, "session_id": STR,
@@ -296,6 +301,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "auto_approve_read_only": BOOL,
             "permission_mode": {"type": "string", "enum": list(PERMISSION_MODES)},
             "model": STR_OR_NULL, "max_turns": INT_OR_NULL,
+            "sandbox": {"type": "string", "enum": list(SANDBOX_CHOICES)},
+            "sandbox_writes": {"type": "string", "enum": list(WRITE_CHOICES)},
+            "allowed_domains": {"type": "array", "items": STR},
             "workspace": {"type": "string", "enum": list(WORKSPACES)},
             "mcp_servers": {"type": "array", "items": STR,
                             "description": "Names of the MCP servers the mode gives Claude Code (its tools are "
@@ -318,6 +326,10 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "tasks": _obj({RUNNING: INT, WAITING: INT, PENDING: INT}),
             "workers": _obj({"max": INT, "active": INT, "zygote_alive": BOOL}),
             "streams": {"type": "integer", "description": "open SSE streams"},
+            "max_streams": {"type": "integer", "description": "SCOUT_MAX_STREAMS"},
+            "sandbox": _obj({"available": BOOL, "error": STR}, required=["available"]),
+            "containment": _obj({"method": {"type": "string", "enum": ["cgroup", "subreaper"]},
+                                 "cgroup": STR, "reason": STR}, required=["method"]),
             "node": _obj({"id": STR, "shared": {"type": "boolean", "description": "other nodes share the log"},
                           "running": INT, "lease_s": NUM, "heartbeat_error": STR_OR_NULL,
                           "leader": {"type": "boolean", "description": "this node runs retention and webhooks"}},

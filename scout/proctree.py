@@ -16,6 +16,7 @@ import time
 
 import psutil
 
+from . import containment
 from .taskspec import LEADER_TITLE, TAG, WORKER_TITLE
 
 
@@ -71,12 +72,15 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def kill_tree(task_id: str, root_pid: int | None, grace: float, root_started: float | None = None) -> int:
+def kill_tree(task_id: str, root_pid: int | None, grace: float, root_started: float | None = None,
+              cgroup: str | None = None) -> int:
     """SIGTERM every process of the task, SIGKILL what is left after `grace`; returns how many.
 
     Sweeps again until a sweep finds nothing, so processes forked meanwhile are caught too.
     `root_started` (the leader's start time as the zygote reported it) lets a leader that
-    has not yet set its title be found.
+    has not yet set its title be found. The first sweep's processes (the leader's whole
+    tree, tagged or not) get the SIGKILL too, and so does the task's cgroup, if it has one
+    (scout/containment.py): a process that dropped the tag is still killed.
     """
     procs = task_processes(task_id, root_pid, root_started)
     total = len(procs)
@@ -86,6 +90,9 @@ def kill_tree(task_id: str, root_pid: int | None, grace: float, root_started: fl
     while procs and time.monotonic() < deadline:
         time.sleep(0.05)
         procs = [p for p in procs if _alive(p)]
+    containment.kill(cgroup)
+    for proc in procs:
+        _signal(proc, signal.SIGKILL)
     for _ in range(50):
         procs = task_processes(task_id, root_pid, root_started)
         if not procs:

@@ -19,12 +19,15 @@ from typing import Any, Iterator
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import __version__, ops, workspace_api
+from . import __version__, ops, vault, workspace_api
 from .backends import open_store
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, is_postgres_url
 from .documents import session_detail, session_or_404, sse_end, sse_frame, task_detail, task_or_404, task_summary
+from .guard import HostRules, is_loopback
+from .sandbox import Probe
+from .sandbox import probe as sandbox_probe
 from .logs import banner, log_request, setup_logging
-from .modes import DEFAULT_MODE, ModeError, load_modes
+from .modes import DEFAULT_MODE, Mode, ModeError, load_modes
 from .nodes import NodeAgent, bp as nodes_blueprint, node_list
 from .notify import LogWatcher
 from .serverproc import install_shutdown_handlers, make_undumpable, program_version
@@ -80,7 +83,7 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
     if "cwd" in req:
         cwd = check_cwd(req["cwd"], s.settings.allowed_roots)
     elif session_cwd and os.path.isdir(session_cwd):
-        cwd = session_cwd
+        cwd = check_cwd(session_cwd, s.settings.allowed_roots)  # the roots may have changed since
     else:
         cwd = default_cwd(s.settings)
     return {
@@ -99,9 +102,25 @@ def resolve_options(req: dict[str, Any], session_cwd: str | None) -> dict[str, A
         "stream_deltas": req.get("stream_deltas", True),
         "webhook_url": (check_webhook_url(req["webhook_url"], s.settings.webhook_hosts)
                         if "webhook_url" in req else None),
+        **sandbox_options(mode, s.sandbox, private_dirs(s.settings)),
     }
 
 
+def private_dirs(settings: Settings) -> list[str]:
+    """Scout's own files, which no task may read: the database's directory and the logs
+    (a PostgreSQL database has no directory here: its URL is no path)."""
+    dirs = [os.path.dirname(settings.db) if not is_postgres_url(settings.db) else "", settings.log_dir]
+    return [d for i, d in enumerate(dirs) if d and d not in dirs[:i]]
+
+
+def sandbox_options(mode: Mode, probe: Probe, private: list[str]) -> dict[str, Any]:
+    """Whether the task runs sandboxed (decided here, shown in its status document, enforced
+    by the worker) and what the sandbox needs. A `required` mode without a sandbox is still
+    accepted: its task fails at start with the reason, as any task that cannot run does."""
+    return {"sandbox": mode.sandbox, "sandboxed": mode.sandbox != "off" and probe.available,
+            "sandbox_error": None if probe.available or mode.sandbox == "off" else probe.error,
+            "sandbox_writes": mode.sandbox_writes, "allowed_domains": list(mode.allowed_domains),
+            "private_dirs": private}
 def check_node(s: Scout, node: str | None) -> str | None:
     """The `node` a task is pinned to, if it names one that is on this log."""
     if node is None:
@@ -178,46 +197,70 @@ def task_stream(task_id: str):
         or request.args.get("after")
     after = int_arg(raw, "Last-Event-ID", 0, 0, 2**62)
     s = scout()
-    gen = stream_events(s, task.id, after or 0)
-    return Response(gen, mimetype="text/event-stream",
+    # Each stream holds a waitress thread; the pool has SCOUT_MAX_STREAMS threads for them on
+    # top of SCOUT_THREADS for everything else, so past the cap a stream is refused rather
+    # than let /health, /chat and /stop wait for a thread.
+    if not s.watcher.open_stream(s.settings.max_streams):
+        raise ApiError(503, "too_many_streams",
+                       f"{s.settings.max_streams} streams are open (SCOUT_MAX_STREAMS); try again later",
+                       headers={"Retry-After": "5"})
+    gone = request.environ.get("waitress.client_disconnected") or (lambda: False)
+    resp = Response(stream_events(s, task.id, after or 0, gone), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    resp.call_on_close(s.watcher.close_stream)  # also when the generator never started
+    return resp
 
 
-def stream_events(s: Scout, task_id: str, after: int) -> Iterator[bytes]:
-    """Replay the log after `after`, follow it live, end with an `end` event once finished."""
-    s.watcher.open_stream(1)
-    try:
-        yield b"retry: 1000\n\n"
-        last = after
-        while True:
-            seen = s.watcher.generation(task_id)
-            frames = s.watcher.frames_after(task_id, last)
-            if frames is None:
-                frames = [sse_frame(task_id, *row) for row in s.store.raw_events_after(task_id, last, 500)]
-            final = None
-            for seq, data, ends in frames:
-                yield data
-                last, final = seq, ends or final
-            if final:
-                yield sse_end(task_id, final)
+DISCONNECT_CHECK_SECONDS = 1.0
+
+
+def stream_events(s: Scout, task_id: str, after: int, gone=lambda: False) -> Iterator[bytes]:
+    """Replay the log after `after`, follow it live, end with an `end` event once finished.
+    `gone()` says the client has hung up: checked every second while the task is quiet, so a
+    vanished client frees its thread within about a second, not at the next keep-alive."""
+    yield b"retry: 1000\n\n"
+    last = after
+    while True:
+        seen = s.watcher.generation(task_id)
+        frames = s.watcher.frames_after(task_id, last)
+        if frames is None:
+            frames = [sse_frame(task_id, *row) for row in s.store.raw_events_after(task_id, last, 500)]
+        final = None
+        for seq, data, ends in frames:
+            yield data
+            last, final = seq, ends or final
+        if final:
+            yield sse_end(task_id, final)
+            return
+        if frames:
+            continue
+        task = s.store.get_task(task_id)
+        if task is None:
+            yield sse_end(task_id, "deleted")
+            return
+        if task.status in TERMINAL:
+            if not s.store.events_after(task_id, last, 1):
+                yield sse_end(task_id, task.status)
                 return
-            if frames:
-                continue
-            task = s.store.get_task(task_id)
-            if task is None:
-                yield sse_end(task_id, "deleted")
-                return
-            if task.status in TERMINAL:
-                if not s.store.events_after(task_id, last, 1):
-                    yield sse_end(task_id, task.status)
-                    return
-                continue
-            if s.watcher.stopped:
-                return  # the server is shutting down
-            if not s.watcher.wait(task_id, seen, s.settings.sse_keepalive):
-                yield b": keep-alive\n\n"
-    finally:
-        s.watcher.open_stream(-1)
+            continue
+        if s.watcher.stopped or gone():
+            return  # the server is shutting down, or nobody is listening any more
+        if not _wait_quietly(s, task_id, seen, gone):
+            yield b": keep-alive\n\n"
+
+
+def _wait_quietly(s: Scout, task_id: str, seen: int, gone) -> bool:
+    """Wait for the task's next change (True), or SCOUT_SSE_KEEPALIVE seconds (False), in
+    slices short enough to notice a client that has gone."""
+    deadline = time.monotonic() + s.settings.sse_keepalive
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if s.watcher.wait(task_id, seen, min(left, DISCONNECT_CHECK_SECONDS)):
+            return True
+        if gone() or s.watcher.stopped:
+            return True  # the caller's loop sees why and ends the stream
 
 
 @api.post("/chat/<task_id>/stop")
@@ -346,7 +389,9 @@ def health():
         "workers": {"max": s.settings.max_workers, "active": s.supervisor.running_count(),
                     "zygote_alive": s.supervisor.zygote_alive()},
         "node": node_health(s),
-        "streams": s.watcher.streams,
+        "streams": s.watcher.streams, "max_streams": s.settings.max_streams,
+        "sandbox": s.sandbox.to_dict(),
+        "containment": s.supervisor.containment.to_dict(),
     }, 200 if db["ok"] else 503
 
 
@@ -430,9 +475,14 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app.register_blueprint(workspace_api.bp)  # a session's worktree: changes, merge, discard
     ops.init_app(app, start)  # retention, metrics, webhooks, state-change logs, worker logs, transcripts
 
+    rules = HostRules.build(settings.host, settings.allowed_hosts, settings.cors_origins)
+
     @app.before_request
     def before():
         g.started = time.monotonic()
+        refused = rules.refusal(request.method, request.headers.get("Host"), request.headers.get("Origin"))
+        if refused:  # before anything else, the token included: DNS rebinding, cross-site writes
+            raise ApiError(403, refused.code, refused.message)
         if request.method == "OPTIONS" and request.url_rule is not None \
                 and request.headers.get("Origin") in settings.cors_origins:
             return Response(status=204)  # a CORS preflight from an allowed origin; after() adds the headers
@@ -481,6 +531,7 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     if start:
         workspace_api.prune(store, settings.worktrees)  # worktrees whose session is gone
         state.claude = claude_info(settings.claude_path)
+        state.sandbox = sandbox_probe()
         if state.node is not None:
             state.node.start()  # a fresh lease before reconciling: this node's tasks are its own again
         summary = supervisor.start()
@@ -491,9 +542,9 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
 
 
 def check_bind(settings: Settings) -> None:
-    """Refuse to listen beyond loopback without a token: whoever reaches the port runs code."""
-    loopback = settings.host in ("127.0.0.1", "localhost", "::1") or settings.host.startswith("127.")
-    if not loopback and not settings.api_token:
+    """Refuse to listen beyond loopback without a token: whoever reaches the port runs code.
+    A name counts as loopback only if every address it resolves to is (not "127.evil.com")."""
+    if not is_loopback(settings.host) and not settings.api_token:
         raise ConfigError(f"refusing to listen on {settings.host} without SCOUT_API_TOKEN: anyone who "
                           "can reach the port could run commands on this machine")
 
@@ -507,13 +558,23 @@ def serve(settings: Settings | None = None) -> int:
     make_undumpable()  # other processes of this user (the agent's tools) cannot read our /proc environ
     app = create_app(settings)
     state: Scout = app.extensions["scout"]
-    # Each open SSE stream holds one waitress thread for its whole life, so the pool is
-    # sized for streams plus ordinary requests (SCOUT_THREADS); send_bytes=1 makes every
-    # event leave as soon as it is yielded instead of waiting for 18 kB to gather.
+    # Each open SSE stream holds one waitress thread for its whole life, so the pool has
+    # SCOUT_MAX_STREAMS threads for streams (more are refused with a 503) plus SCOUT_THREADS
+    # that only ordinary requests can use up. send_bytes=1 makes every event leave as soon as
+    # it is yielded instead of waiting for 18 kB to gather. channel_request_lookahead lets
+    # waitress keep reading a streaming connection, which is how it learns the client has
+    # gone (environ["waitress.client_disconnected"]). Bodies past the limit are refused
+    # before waitress buffers them (its own default is 1 GiB, spooled to disk). poll(), not
+    # select(): with hundreds of streams (and a database connection per thread) the
+    # descriptors pass select()'s limit of 1024.
+    pool = settings.threads + settings.max_streams
     server = waitress.create_server(app, host=settings.host, port=settings.port,
-                                    threads=settings.threads, send_bytes=1,
-                                    channel_timeout=300, connection_limit=max(1000, settings.threads * 2),
+                                    threads=pool, send_bytes=1, channel_request_lookahead=1,
+                                    asyncore_use_poll=True,
+                                    max_request_body_size=body_limit(settings.max_message_bytes) + 65536,
+                                    channel_timeout=300, connection_limit=max(1000, pool * 2),
                                     ident="scout")
+    server.channel_class = _JsonErrorChannel
     stopping = threading.Event()
 
     def on_signal(signum: int) -> None:
@@ -538,12 +599,42 @@ def serve(settings: Settings | None = None) -> int:
     return 0
 
 
+def _json_error_channel():
+    """waitress's channel, with its own refusals (a body past max_request_body_size, a
+    malformed request) answered as Scout's JSON errors instead of waitress's plain text."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    codes = {400: "bad_request", 413: "too_large", 431: "headers_too_large"}
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self) -> None:
+            err = self.request.error
+            body = json.dumps({"error": {"code": codes.get(err.code, "http_error"),
+                                         "message": f"{err.reason}: {err.body}"}}).encode()
+            self.status = f"{err.code} {err.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
+
+
+_JsonErrorChannel = _json_error_channel()
+
+
 class _Shutdown(SystemExit):
     """Raised by the SIGTERM/SIGINT handler to leave waitress's loop. A SystemExit, the one
     kind waitress's per-channel handlers re-raise instead of swallowing."""
 
 
 def main(argv: list[str] | None = None) -> None:
+    make_undumpable()  # other processes of this user (the agent's tools) cannot read our memory
+    vault.reexec_without_secrets()  # and our /proc environ never holds a secret
     parser = argparse.ArgumentParser(
         prog="python -m scout.server",
         description="Run the Scout API server (settings come from SCOUT_* environment variables; "
@@ -553,7 +644,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", help="database file (SCOUT_DB, default data/scout.db)")
     args = parser.parse_args(argv)
     setup_logging((os.environ.get("SCOUT_LOG_FORMAT") or "text").lower(), os.environ.get("SCOUT_LOG_LEVEL", "INFO"))
-    env = dict(os.environ)
+    env = {**os.environ, **vault.take()}
     for name, value in (("SCOUT_HOST", args.host), ("SCOUT_PORT", args.port), ("SCOUT_DB", args.db)):
         if value is not None:
             env[name] = str(value)

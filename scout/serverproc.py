@@ -50,13 +50,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def spawn_server(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+def spawn_server(argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     """Start one of run_servers' children (the API server or the web UI).
 
     It gets a session of its own, so a terminal's Ctrl-C reaches only run_servers, which
-    then stops the children in order; and it gets SIGTERM if run_servers itself dies."""
+    then stops the children in order; and it gets SIGTERM if run_servers itself dies.
+    `pass_fds`: the pipe holding its secrets (scout/vault.py)."""
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent, pass_fds=pass_fds)
 
 
 def stop_servers(procs: list[tuple[str, subprocess.Popen]], grace: float = 30.0,

@@ -15,6 +15,7 @@ from .config import Settings
 from .modes import Mode
 from .nodes import NodeAgent
 from .notify import LogWatcher
+from .sandbox import Probe
 from .store import EventLog, StoreError
 from .supervisor import Supervisor
 
@@ -29,6 +30,7 @@ class Scout:
     watcher: LogWatcher
     modes: dict[str, Mode]
     claude: dict[str, Any] = field(default_factory=dict)
+    sandbox: Probe = Probe(False, "not probed")  # Claude Code's OS sandbox, probed at start
     on_close: list[Any] = field(default_factory=list)  # callables run by close() before the store closes
     node: NodeAgent | None = None  # the heartbeat, on a log shared with other nodes
     _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe

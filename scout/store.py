@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import shutil
 import sqlite3
 import threading
@@ -464,9 +465,8 @@ class Store(LogPages, EventLog):
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            parent = os.path.dirname(self.path)
-            if parent:
-                os.makedirs(parent, exist_ok=True)
+            if not self._all:
+                self._private_files()
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
                                    isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
@@ -479,6 +479,33 @@ class Store(LogPages, EventLog):
             with self._lock:
                 self._all.append(conn)
         return conn
+
+    def _private_files(self) -> None:
+        """The data directory 0700 and the database 0600 (SQLite gives its -wal and -shm the
+        database's mode): other users of the machine read nothing of the log. A directory
+        that is not ours, or is shared (sticky, like /tmp), is left as it is."""
+        parent = os.path.dirname(self.path)
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        try:
+            st = os.stat(parent or ".")
+            if st.st_uid == os.getuid() and not st.st_mode & stat.S_ISVTX and st.st_mode & 0o077:
+                os.chmod(parent or ".", 0o700)
+        except OSError:
+            pass
+        if not os.path.exists(self.path):
+            # Never open and close the file once it exists: closing any descriptor of a
+            # database drops every POSIX lock this process's SQLite connections hold on it.
+            try:
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+        for path in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                if os.stat(path).st_mode & 0o077:
+                    os.chmod(path, 0o600)
+            except OSError:
+                pass
 
     def close_thread(self) -> None:
         """Close the calling thread's connection (for short-lived threads)."""

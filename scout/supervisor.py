@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, Any, Callable
 
-from . import workspace
+from . import containment, sandbox, workspace
 from .config import Settings
 from .proctree import identity_matches, kill_tree
 from .store import EventLog, StoreBusy, StoreError, Task
 from .taskspec import QUIT, TAG, WorkerSpec, zygote_address
+from .vault import SECRET_NAMES
 from .vocab import ACTIVE, CANCELLED, FAILED, NODE_LOST, PENDING, RUNNING
 
 log = logging.getLogger("scout.supervisor")
@@ -82,7 +83,8 @@ def worker_env(settings: Settings, source: dict[str, str] | None = None) -> dict
     env = {k: v for k, v in source.items()
            if k in ENV_ALLOW or k in extra or k.startswith(ENV_ALLOW_PREFIXES)}
     env.pop(TAG, None)
-    env.pop("SCOUT_API_TOKEN", None)
+    for name in SECRET_NAMES:  # never, not even when SCOUT_WORKER_ENV names one
+        env.pop(name, None)
     return env
 
 
@@ -158,6 +160,9 @@ class Supervisor:
         self._zygote_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.last_error: str | None = None
+        # A cgroup per task where one can be made (SCOUT_CONTAINMENT=subreaper: never).
+        self.containment = (containment.probe() if settings.containment == "auto"
+                            else containment.Containment("subreaper", reason="SCOUT_CONTAINMENT=subreaper"))
         # On a shared (PostgreSQL) log this server is one node among several: it claims,
         # adopts and kills only what is its own, and hands stops of others' tasks over.
         self.node = settings.node_id
@@ -233,7 +238,7 @@ class Supervisor:
             ours = alive is not None and task.worker_pid is not None and alive.get(task.id) == task.worker_pid
             if ours or identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
-                    kill_tree(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
+                    self._kill(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
                     workspace.log_task_changes(self.store, task.id)
                     self.store.transition(task.id, CANCELLED)
                     summary["cancelled"] += 1
@@ -244,7 +249,7 @@ class Supervisor:
                     self._workers[task.id] = proc
                 summary["adopted"] += 1
                 continue
-            kill_tree(task.id, None, self.settings.stop_grace)
+            self._kill(task.id, None, self.settings.stop_grace)
             if task.worker_pid is None and not task.stop_requested:
                 self.store.requeue(task.id)
                 summary["requeued"] += 1
@@ -302,7 +307,7 @@ class Supervisor:
                 pid = proc.spawned.result(timeout=10)
             except Exception:  # noqa: BLE001 - spawning failed; nothing of it can be running
                 pid = None
-        kill_tree(task_id, pid, self.settings.stop_grace, proc.started if proc is not None else None)
+        self._kill(task_id, pid, self.settings.stop_grace, proc.started if proc is not None else None)
         workspace.log_task_changes(self.store, task_id)
         self.store.transition(task_id, CANCELLED)
         self._forget(task_id)
@@ -310,6 +315,22 @@ class Supervisor:
         final = self.store.get_task(task_id)
         return final.status if final else CANCELLED
 
+    def _kill(self, task_id: str, pid: int | None, grace: float, started: float | None = None) -> None:
+        """kill_tree with the task's cgroup, which then goes (it is empty by then)."""
+        cgroup = self.containment.task_cgroup(task_id)
+        kill_tree(task_id, pid, grace, started, cgroup=cgroup)
+        containment.remove(cgroup)
+        self._sweep(task_id)
+
+    def _sweep(self, task_id: str) -> None:
+        """What a sandboxed command killed midway left in the task's directories."""
+        task = self.store.get_task(task_id)
+        if task is None or not task.options.get("sandboxed"):
+            return
+        ws = workspace.Workspace.from_dict(task.options.get("workspace"))
+        cwd = task.options.get("cwd") or ""
+        since = (task.started_at or task.created_at) - 1  # file times are coarser than ours
+        sandbox.sweep_placeholders([workspace.run_dir(ws, cwd), ws.path or ""], since)
     def _stop_elsewhere(self, task: Task) -> str:
         """A task another node runs: its node ends it, told by the stop request's NOTIFY;
         wait for the ending to reach the log. (If that node is lost, the task fails "node
@@ -387,7 +408,8 @@ class Supervisor:
         proc = WorkerProc(task.id)
         with self._lock:
             self._workers[task.id] = proc
-        spec = WorkerSpec.from_settings(task.id, self.settings, self.log_path(task.id))
+        spec = WorkerSpec.from_settings(task.id, self.settings, self.log_path(task.id),
+                                       cgroup=self.containment.task_cgroup(task.id))
         try:
             self._send_to_zygote(spec)
             proc.spawned.result(timeout=10)
@@ -456,7 +478,7 @@ class Supervisor:
         with self._lock:
             if not proc.change_state(STOPPING):
                 return  # stop() or the exit already owns this ending
-        kill_tree(proc.task_id, proc.pid, self.settings.stop_grace, proc.started)
+        self._kill(proc.task_id, proc.pid, self.settings.stop_grace, proc.started)
         workspace.log_task_changes(self.store, proc.task_id)
         self.store.transition(proc.task_id, FAILED, error=reason)
         self._forget(proc.task_id)
@@ -583,7 +605,7 @@ class Supervisor:
         except StoreError as exc:
             self.last_error = str(exc)
             log.error("cannot settle the end of task %s: %s", proc.task_id, exc)
-            kill_tree(proc.task_id, None, 0.2)
+            self._kill(proc.task_id, None, 0.2)
             self._forget(proc.task_id)
 
     def _settle_exit(self, proc: WorkerProc, code: int | None) -> None:
@@ -601,7 +623,7 @@ class Supervisor:
                 self.store.transition(task.id, FAILED, error=self._exit_reason(task, code))
         # Whatever the worker left behind (a CLI whose worker died, background tool
         # processes) goes now; with the worker gone there is nobody to be gentle for.
-        kill_tree(proc.task_id, None, 0.2)
+        self._kill(proc.task_id, None, 0.2)
         self._forget(proc.task_id)
         self.on_change(proc.task_id)
 

@@ -60,18 +60,22 @@ class WorkerSpec:
     claude_path: str | None = None           # the Claude Code CLI
     approval_timeout: float = 300.0          # seconds a tool use waits for a person
     max_events_per_task: int | None = None   # None: no cap
+    allowed_roots: list[str] | None = None   # SCOUT_ALLOWED_ROOTS: the worker checks cwd again
+    cgroup: str | None = None                # the task's cgroup (scout/containment.py), if any
     worktrees: str = ""                      # SCOUT_WORKTREES (its lock files, for a new worktree)
     busy_timeout: float = 900.0              # how long a write waits for another's lock: SCOUT_IDLE_TIMEOUT
 
     @classmethod
-    def from_settings(cls, task_id: str, settings: Settings, log_path: str | None = None) -> WorkerSpec:
+    def from_settings(cls, task_id: str, settings: Settings, log_path: str | None = None,
+                      cgroup: str | None = None) -> WorkerSpec:
         """The spec of one task under these settings: the one way a spec is made."""
         db = settings.db if is_postgres_url(settings.db) else os.path.abspath(settings.db)
         return cls(task_id=task_id, db=db, db_max_bytes=settings.db_max_bytes,
                    log_path=log_path, nice=settings.task_nice, claude_path=settings.claude_path,
                    approval_timeout=settings.approval_timeout,
-                   max_events_per_task=settings.max_events_per_task or None, worktrees=settings.worktrees,
-                   busy_timeout=settings.idle_timeout)
+                   max_events_per_task=settings.max_events_per_task or None,
+                   allowed_roots=list(settings.allowed_roots), cgroup=cgroup,
+                   worktrees=settings.worktrees, busy_timeout=settings.idle_timeout)
 
     def to_json(self) -> str:
         """One line of JSON, as it goes down the zygote's pipe."""

@@ -32,8 +32,10 @@ from typing import Any, Iterator  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from .client import ScoutAPIError, ScoutClient, ScoutUnreachable, SSEEvent  # noqa: E402
+from . import vault  # noqa: E402
 from .gradio_idle import quiet_when_idle  # noqa: E402
-from .serverproc import interrupt_on_sigterm  # noqa: E402
+from .guard import HostRules, LoginThrottle, is_loopback  # noqa: E402
+from .serverproc import interrupt_on_sigterm, make_undumpable  # noqa: E402
 from .reducer import Approval, Denied, FilesChanged, Part, TaskFold, Text, Thinking, Tool, changes_line  # noqa: E402
 from .transcript import fmt_cost, fmt_duration  # noqa: E402
 from .vocab import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, UNFINISHED,  # noqa: E402
@@ -1052,12 +1054,123 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
 
 
 # =====================================================================================
+# The door: Host, Origin and login throttle around Gradio's own app
+
+
+class Doorman:
+    """ASGI middleware wrapped around everything Gradio serves (its CORS layer included):
+
+    - a ``Host`` this UI does not serve is answered 403 (DNS rebinding);
+    - a state-changing request (``/gradio_api/queue/join`` is a POST) or a WebSocket from a
+      foreign ``Origin`` is answered 403, and no answer to a foreign Origin carries an
+      ``Access-Control-Allow-*`` header (Gradio's own CORS layer allows any Origin when the
+      Host is not a loopback name);
+    - ``POST /login`` is throttled per client address after repeated failures (429).
+    """
+
+    def __init__(self, app: Any, rules: HostRules, throttle: LoginThrottle) -> None:
+        self.app, self.rules, self.throttle = app, rules, throttle
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host, origin = headers.get("host"), headers.get("origin")
+        method = "POST" if scope["type"] == "websocket" else scope.get("method", "GET")
+        refused = self.rules.refusal(method, host, origin)
+        if refused:
+            return await _answer(scope, receive, send, 403, refused.code, refused.message)
+        foreign = origin is not None and not self.rules.origin_allowed(origin, host)
+        if scope["type"] == "http" and method == "POST" and scope.get("path", "").rstrip("/") == "/login":
+            return await self._login(scope, receive, send)
+        if foreign:
+            send = _without_cors(send)
+        return await self.app(scope, receive, send)
+
+    async def _login(self, scope: dict, receive: Any, send: Any) -> None:
+        client = (scope.get("client") or ("?",))[0]
+        wait = self.throttle.retry_after(client)
+        if wait:
+            return await _answer(scope, receive, send, 429, "too_many_logins",
+                                 f"too many failed logins; try again in {wait} s", {"retry-after": str(wait)})
+        status: list[int] = []
+
+        async def noting(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, noting)
+        if status and status[0] == 200:
+            self.throttle.succeeded(client)
+        else:
+            self.throttle.failed(client)
+
+
+async def _answer(scope: dict, receive: Any, send: Any, status: int, code: str, message: str,
+                  extra: dict[str, str] | None = None) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _without_cors(send: Any) -> Any:
+    async def stripped(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [(k, v) for k, v in message.get("headers", [])
+                                  if not k.lower().startswith(b"access-control-allow-")]
+        await send(message)
+    return stripped
+
+
+def guarded(rules: HostRules) -> Any:
+    """A lifespan for Gradio's app that puts the Doorman around its whole middleware stack.
+    Gradio adds its CORS layer itself, outermost; the lifespan runs once that stack is built
+    and before uvicorn accepts a connection, so no request gets past without the Doorman."""
+    import contextlib
+
+    throttle = LoginThrottle()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):
+        app.middleware_stack = Doorman(app.middleware_stack or app.build_middleware_stack(), rules, throttle)
+        yield
+
+    return lifespan
+
+
+def ui_login(auth: tuple[str, str] | None, token: str | None) -> Any:
+    """What the login form checks: SCOUT_UI_AUTH's user and password when set; otherwise,
+    when the API has a token, that token as the password (any user name). None: no login
+    (no token and no SCOUT_UI_AUTH, on loopback only)."""
+    import hmac
+
+    if auth is not None:
+        user, password = auth
+
+        def check_pair(name: str, given: str) -> bool:
+            return hmac.compare_digest(name.encode(), user.encode()) & \
+                hmac.compare_digest(given.encode(), password.encode())
+        return check_pair
+    if token:
+        return lambda _name, given: hmac.compare_digest(given.encode(), token.encode())
+    return None
+
+
+# =====================================================================================
 # Command line
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m scout.ui``: serve the UI until Ctrl-C or SIGTERM."""
-    env = os.environ
+    make_undumpable()  # the API token it holds stays out of reach of the agent's tools
+    vault.reexec_without_secrets()
+    env = {**os.environ, **vault.take()}
     parser = argparse.ArgumentParser(
         prog="python -m scout.ui",
         description="Scout's web chat UI (Gradio). It talks to a running Scout API server over HTTP.")
@@ -1089,8 +1202,7 @@ def main(argv: list[str] | None = None) -> int:
             print("scout ui: --auth / SCOUT_UI_AUTH must look like USER:PASSWORD", file=sys.stderr)
             return 2
         auth = (user, password)
-    loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
-    if not loopback and auth is None:
+    if not is_loopback(args.host) and auth is None:
         print(f"scout ui: refusing to listen on {args.host} without SCOUT_UI_AUTH: anyone who can reach "
               "the page could run commands on this machine through Scout", file=sys.stderr)
         return 2
@@ -1098,11 +1210,13 @@ def main(argv: list[str] | None = None) -> int:
     interrupt_on_sigterm()  # stop as on Ctrl-C
     demo = build_ui(args.api_url, token)
     demo.queue(default_concurrency_limit=None)
+    rules = HostRules.build(args.host, [h for h in (env.get("SCOUT_ALLOWED_HOSTS") or "").split(",") if h.strip()],
+                            [o for o in (env.get("SCOUT_CORS_ORIGINS") or "").split(",") if o.strip()])
     try:
         demo.launch(server_name=args.host, server_port=port, prevent_thread_lock=True, quiet=True,
                     show_error=False, ssr_mode=False, footer_links=[], run_history=False,
-                    enable_monitoring=False, max_threads=200, auth=auth, theme=THEME, css=CSS,
-                    inbrowser=False, share=False)
+                    enable_monitoring=False, max_threads=200, auth=ui_login(auth, token), theme=THEME, css=CSS,
+                    inbrowser=False, share=False, app_kwargs={"lifespan": guarded(rules)})
     except OSError as exc:
         reason = ("the port is already in use; choose another with --port or SCOUT_UI_PORT"
                   if "empty port" in str(exc) or "in use" in str(exc) else str(exc))

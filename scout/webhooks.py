@@ -1,8 +1,10 @@
 """Webhook deliveries: signed JSON POSTs, sent from threads of their own, retried with backoff.
 
 Tasks never wait for a webhook: `WebhookSender.send` only queues. Each delivery is
-signed with HMAC-SHA256 over the exact body bytes (`X-Scout-Signature: sha256=<hex>`,
-key SCOUT_WEBHOOK_SECRET) and tried up to `attempts` times, waiting `backoff`,
+signed as Stripe does: HMAC-SHA256, key SCOUT_WEBHOOK_SECRET, over
+``<X-Scout-Timestamp>.<exact body bytes>`` (`X-Scout-Signature: sha256=<hex>`), so a
+receiver that rejects old timestamps cannot be fed a recorded call again; tried up to
+`attempts` times, waiting `backoff`,
 2×`backoff`, 4×`backoff`... between tries, on connection errors, timeouts, 408, 429
 and 5xx answers. Redirects are not followed and proxies are not used: the URL
 checked against SCOUT_WEBHOOK_HOSTS is the one reached.
@@ -38,14 +40,24 @@ log = logging.getLogger("scout.webhooks")
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The X-Scout-Signature header value for a body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+SIGNATURE_TOLERANCE = 300.0  # seconds a receiver should accept a timestamp for (Stripe's default)
 
 
-def verify(secret: str, body: bytes, header: str | None) -> bool:
-    """What a receiver does: compare the header with its own signature, in constant time."""
-    return bool(header) and hmac.compare_digest(sign(secret, body), header or "")
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The X-Scout-Signature header value for a body sent with X-Scout-Timestamp: timestamp."""
+    signed = str(int(timestamp)).encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, body: bytes, header: str | None, timestamp: str | None,
+           tolerance: float = SIGNATURE_TOLERANCE, now: float | None = None) -> bool:
+    """What a receiver does: a timestamp within `tolerance` seconds of now, and the header
+    equal to its own signature of timestamp and body (compared in constant time)."""
+    if not header or not timestamp or not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, body, int(timestamp)), header)
 
 
 def where(url: str) -> str:
@@ -186,8 +198,10 @@ class WebhookSender:
         d.attempt += 1
         headers = {"Content-Type": "application/json", "User-Agent": f"scout/{__version__}",
                    "X-Scout-Event": d.event, "X-Scout-Delivery": d.id}
-        if self.secret:
-            headers["X-Scout-Signature"] = sign(self.secret, d.body)
+        if self.secret:  # signed afresh on every attempt: a retry carries its own time
+            stamp = int(time.time())
+            headers["X-Scout-Timestamp"] = str(stamp)
+            headers["X-Scout-Signature"] = sign(self.secret, d.body, stamp)
         req = urllib.request.Request(d.url, data=d.body, headers=headers, method="POST")
         retry, problem = False, ""
         try:

@@ -8,7 +8,10 @@ supervisor owns every other ending (cancelled, lost, timed out).
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -20,13 +23,14 @@ from claude_agent_sdk import (
     ToolResultBlock, ToolUseBlock, UserMessage, query,
 )
 
-from . import workspace
+from . import sandbox, workspace
 from .backends import open_store
 from .mirror import ScoutSessionStore, history_available
 from .modes import tool_matches
 from .store import EventLog, Session, Task
 from .taskspec import WorkerSpec
 from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
+from .validate import ApiError, check_cwd
 
 APPROVAL_POLL_SECONDS = 0.1
 
@@ -43,8 +47,10 @@ def run(spec: WorkerSpec) -> int:
     task = store.get_task(spec.task_id)
     if task is None or task.status not in ACTIVE or task.stop_requested:
         return 0  # stopped before it began: a stop's sweep may have come before our title
+    private_tmp = tempfile.mkdtemp(prefix=f"scout-task-{task.id[:8]}-")  # the task's own, 0700
     try:
-        asyncio.run(_drive(store, task, spec))
+        check_where(task, spec)
+        asyncio.run(_drive(store, task, spec, private_tmp))
         return 0
     except HistoryLost as exc:  # the session is over: later messages to it are refused at once
         print(f"scout worker: {exc}", file=sys.stderr, flush=True)
@@ -57,6 +63,7 @@ def run(spec: WorkerSpec) -> int:
         store.transition(task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
+        shutil.rmtree(private_tmp, ignore_errors=True)
         store.close()
 
 
@@ -80,12 +87,36 @@ def check_history(store: EventLog, session: Session | None) -> None:
         raise HistoryLost(history_lost_message(session))
 
 
+class CannotRun(Exception):
+    """The task may not start as it is: its cwd left the roots, or its mode's sandbox is missing."""
+
+
+def check_where(task: Task, spec: WorkerSpec) -> None:
+    """Checks made again just before Claude Code starts, since things change while a task
+    waits in the queue: its cwd (a directory swapped for a symlink to elsewhere, roots
+    narrowed by a restart) must still resolve inside the roots, to the path it resolved to
+    when the task was created; and a mode with sandbox = "required" must have one."""
+    cwd = task.options.get("cwd")
+    roots = spec.allowed_roots
+    if cwd and roots is not None:
+        try:
+            real = check_cwd(cwd, roots)
+        except ApiError as exc:
+            raise CannotRun(f"cwd is no longer usable: {exc.message}") from None
+        if real != cwd:
+            raise CannotRun(f"cwd {cwd} now resolves to {real}: it was replaced after the task was created")
+    if task.options.get("sandbox") == "required" and not task.options.get("sandboxed"):
+        raise CannotRun(f"mode {task.options.get('mode')} requires the OS sandbox (sandbox = \"required\"), "
+                        f"which is not available here: {task.options.get('sandbox_error') or 'unknown reason'}")
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None = None) -> ClaudeAgentOptions:
+def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None = None,
+                  private_tmp: str | None = None) -> ClaudeAgentOptions:
     """Translate a task's resolved options (mode, overrides, session) into the SDK's; `cwd`
     is where it runs when that is not its own cwd (the same place in its worktree)."""
     opts = task.options
@@ -95,13 +126,24 @@ def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None
     system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
     if append:
         system_prompt["append"] = append
+    where = cwd or opts.get("cwd") or os.getcwd()
+    # Scout's data directory stays closed, except the task's own worktree, which lives
+    # under SCOUT_WORKTREES, by default inside it.
+    worktree = workspace.Workspace.from_dict(opts.get("workspace")).path
+    private = sandbox.open_to(list(opts.get("private_dirs") or []), worktree)
+    extra: dict[str, Any] = {}
+    if opts.get("sandboxed"):
+        extra["sandbox"] = sandbox.settings(
+            where, opts.get("sandbox_writes") or "cwd", private,
+            list(opts.get("allowed_domains") or []), bool({"Bash", "*"} & set(opts.get("approval_tools") or [])),
+            worktree)
     return ClaudeAgentOptions(
         cwd=cwd or opts.get("cwd") or None,
         system_prompt=system_prompt,  # type: ignore[arg-type]
         resume=session.claude_session_id if session else None,
         permission_mode=opts.get("permission_mode") or "default",
         allowed_tools=list(opts.get("allowed_tools") or []),
-        disallowed_tools=list(opts.get("disallowed_tools") or []),
+        disallowed_tools=list(opts.get("disallowed_tools") or []) + sandbox.read_denials(private),
         mcp_servers=dict(opts.get("mcp_servers") or {}),
         model=opts.get("model"),
         max_turns=opts.get("max_turns"),
@@ -111,12 +153,14 @@ def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None
         can_use_tool=_approver(store, task, spec),
         hooks=_ask_hooks(opts),  # type: ignore[arg-type]
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
+        env={"CLAUDE_CODE_TMPDIR": private_tmp} if private_tmp else {},
         # Every transcript line also goes to Scout's log as Claude Code writes it ("eager"),
         # and resume restores the conversation from there when Claude Code's file is gone.
         # (list_sessions and list_session_summaries are left out on purpose: the SDK probes for
         # them, and Scout always resumes by id, never "the latest session".)
         session_store=ScoutSessionStore(store, task.session_id),  # type: ignore[abstract]
         session_store_flush="eager",
+        **extra,
     )
 
 
@@ -187,9 +231,9 @@ async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
     yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
 
 
-async def _drive(store: EventLog, task: Task, spec: WorkerSpec) -> None:
+async def _drive(store: EventLog, task: Task, spec: WorkerSpec, private_tmp: str | None = None) -> None:
     where = workspace.begin_task(store, task, spec.worktrees)
-    options = build_options(store, task, spec, where)
+    options = build_options(store, task, spec, where, private_tmp)
     finished = False
     async for message in query(prompt=_prompt(task.message), options=options):
         if isinstance(message, ResultMessage):

@@ -36,6 +36,7 @@ from typing import Any
 import psutil
 import setproctitle
 
+from . import containment
 from .linux import PR_SET_CHILD_SUBREAPER, prctl
 from .taskspec import LEADER_TITLE, TAG, WORKER_TITLE, WorkerSpec
 
@@ -84,6 +85,8 @@ def _lead(spec: WorkerSpec) -> None:
     code = 1
     try:
         os.setsid()
+        if spec.cgroup:
+            containment.join(spec.cgroup)  # before anything is forked: all of the task is born in it
         _lower_priority(spec.nice)
         _set_subreaper()
         signal.set_wakeup_fd(-1)
@@ -109,6 +112,9 @@ def _lead(spec: WorkerSpec) -> None:
                 if code >= 128:
                     print(f"scout: worker killed by signal {code - 128}", file=sys.stderr, flush=True)
                 break
+        # Nothing the task started outlives it: whatever is left below us (a poller that
+        # dropped the tag, called setsid, double-forked) was re-parented to us, the subreaper.
+        containment.kill_descendants(grace=1.0)
     finally:
         os._exit(code)
 
@@ -214,6 +220,12 @@ def zygote_main(address: str) -> None:
                     started = None
                 leaders[pid] = {"task_id": spec.task_id, "started": started}
                 _report(conn, {"event": "spawned", "task_id": spec.task_id, "pid": pid, "started": started})
+        for pid in containment.children_of(os.getpid()):
+            if pid not in leaders:  # an orphan of a leader that died before it could sweep
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         while True:  # reap every child that has exited: leaders, and orphans passed to us
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)

@@ -80,11 +80,18 @@ def read_until(proc: subprocess.Popen, needle: str, timeout: float = 60) -> str:
     return buf.decode(errors="replace")
 
 
+def live_ctrl_c() -> None:
+    """In a child before exec: a shell without job control (CI, `cmd &`) starts background commands
+    with SIGINT ignored, and an ignored signal stays ignored across exec; a user's Ctrl-C is live."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_in_pty(args: list[str], env: dict[str, str], cwd: Path, react: Any, timeout: float = 90) -> tuple[str, int]:
     """Run the CLI with a pseudo-terminal as stdin/stdout; react(buffer, write) is called as output arrives."""
     pid, fd = pty.fork()
     if pid == 0:  # child
         try:
+            live_ctrl_c()
             os.chdir(str(cwd))
             os.execve(PY, [PY, "-m", "scout.cli", *args], env)
         finally:
@@ -283,7 +290,8 @@ def test_url_from_scout_port_and_token_from_env(make_server: Any, work: Path) ->
 
 def test_ctrl_c_without_a_terminal_stops_the_task(server: ScoutServer, work: Path) -> None:
     proc = subprocess.Popen([PY, "-m", "scout.cli", "ask", "SLOW: 40 0.25"], cwd=str(work), env=cli_env(server),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=live_ctrl_c)
     try:
         seen = read_until(proc, "word2")  # text arrives live, long before the task ends
         proc.send_signal(signal.SIGINT)

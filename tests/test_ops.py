@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import TERMINAL, ScoutServer, read_sse, tagged_processes
 from scout.store import EventCapError, Store
 from scout.transcript import session_markdown, task_markdown
+from scout.webhooks import verify
 
 DAY = 86400
 LONG = "SLOW: 3000 0.1"  # runs for minutes unless stopped
@@ -418,9 +419,14 @@ SECRET = "whsec-7f3a9c"
 
 
 def signed(call: dict[str, Any]) -> dict[str, Any]:
-    """The call's JSON body, once its signature checks out."""
-    want = "sha256=" + hmac.new(SECRET.encode(), call["body"], hashlib.sha256).hexdigest()
+    """The call's JSON body, once its signature (over timestamp and body, Stripe style) checks out."""
+    stamp = call["headers"]["X-Scout-Timestamp"]
+    assert abs(time.time() - int(stamp)) < 120
+    want = "sha256=" + hmac.new(SECRET.encode(), stamp.encode() + b"." + call["body"], hashlib.sha256).hexdigest()
     assert hmac.compare_digest(call["headers"]["X-Scout-Signature"], want)
+    assert verify(SECRET, call["body"], call["headers"]["X-Scout-Signature"], stamp)
+    assert not verify(SECRET, call["body"], call["headers"]["X-Scout-Signature"], stamp, now=int(stamp) + 301)
+    assert not verify(SECRET, call["body"], call["headers"]["X-Scout-Signature"], str(int(stamp) + 1))
     assert call["headers"]["Content-Type"] == "application/json"
     return json.loads(call["body"])
 

@@ -58,7 +58,14 @@ def test_starts_both_then_ctrl_c_stops_both_with_exit_0(env, tmp_path: Path):
         by_role = {("ui" if "scout.ui" in " ".join(c.cmdline()) else "api"): c for c in stack.children}
         ui_env = by_role["ui"].environ()
         assert ui_env["GRADIO_ANALYTICS_ENABLED"] == "False"
-        assert ui_env["SCOUT_API_URL"] == stack.api_url and ui_env["SCOUT_API_TOKEN"] == "s3cret"
+        assert ui_env["SCOUT_API_URL"] == stack.api_url
+        # The token reached both (the API wants it, the UI logs in with it) but not through
+        # their environments, which the agent's tools could read (scout/vault.py).
+        for proc in (*stack.children, psutil.Process(stack.proc.pid)):
+            assert "SCOUT_API_TOKEN" not in proc.environ() and b"s3cret" not in \
+                open(f"/proc/{proc.pid}/environ", "rb").read(), proc
+        assert requests.post(stack.ui_url + "/login", data={"username": "u", "password": "s3cret"},
+                             timeout=10).status_code == 200
         assert by_role["api"].environ()["SCOUT_DB"] == env["SCOUT_DB"]
     finally:
         started = time.monotonic()

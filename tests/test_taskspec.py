@@ -19,7 +19,8 @@ def test_the_spec_comes_from_the_settings(tmp_path: Path) -> None:
     assert spec == WorkerSpec(task_id="t1", db=str(tmp_path / "s.db"), db_max_bytes=5 * 2**20,
                               log_path=str(tmp_path / "t1.log"), nice=3, claude_path="/bin/true",
                               approval_timeout=12.0, max_events_per_task=None,
-                              worktrees=str(tmp_path / "worktrees"))
+                              allowed_roots=settings.allowed_roots, worktrees=str(tmp_path / "worktrees"))
+    assert WorkerSpec.from_settings("t1", settings, cgroup="/sys/fs/cgroup/x/t1").cgroup == "/sys/fs/cgroup/x/t1"
 
 
 def test_a_relative_database_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

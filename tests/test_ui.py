@@ -101,8 +101,11 @@ def project(base: Path) -> Path:
 
 
 @pytest.fixture
-def page(browser: "Browser", request: pytest.FixtureRequest) -> Iterator["Page"]:
+def page(browser: "Browser", stack: Stack, request: pytest.FixtureRequest) -> Iterator["Page"]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
+    # With SCOUT_API_TOKEN set the UI asks for a login (the token as the password).
+    login = context.request.post(stack.ui_url + "/login", form={"username": "me", "password": TOKEN})
+    assert login.ok, login.text()
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     outside: list[str] = []
