@@ -44,6 +44,7 @@ def backup(db: str, path: str, force: bool = False) -> Backup:
     partial = f"{path}.partial-{os.getpid()}"
     store = Store(db, migrate=False)
     try:
+        _private_file(partial)
         store.backup(partial)
         conn = sqlite3.connect(partial)
         try:
@@ -60,6 +61,12 @@ def backup(db: str, path: str, force: bool = False) -> Backup:
     return Backup(path, os.path.getsize(path), integrity)
 
 
+def _private_file(path: str) -> None:
+    """Create the empty file the backup is written into, readable by its owner only: a copy
+    of the log holds what the log holds (messages, transcripts), as guarded as the log (0600)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _backup_postgres(url: str, path: str, force: bool) -> Backup:
     """PostgreSQL: pg_dump's custom format of Scout's schema (restore with pg_restore)."""
     if os.path.isdir(path):
@@ -69,6 +76,7 @@ def _backup_postgres(url: str, path: str, force: bool) -> Backup:
     partial = f"{path}.partial-{os.getpid()}"
     store = open_store(url, migrate=False, pool_size=1)
     try:
+        _private_file(partial)
         store.backup(partial)
         os.replace(partial, path)
     finally:

@@ -328,3 +328,17 @@ def test_a_clean_shutdown_with_nothing_running_ends_its_zygote(make_server):
     wait_for(lambda: server.get("/health").json()["workers"]["active"] == 0, 30, "the task's leader reaped")
     assert server.stop() == 0
     assert not psutil.pid_exists(zygote)  # told to exit, and reaped by its server
+
+
+def test_a_backup_is_readable_by_its_owner_only(tmp_path):
+    """The copy holds what the log holds, so it is as guarded as the log (0600), whatever the umask."""
+    from scout.backup import backup
+    from scout.store import Store
+    db = str(tmp_path / "scout.db")
+    Store(db).close()
+    old = os.umask(0o022)
+    try:
+        out = backup(db, str(tmp_path / "copy.db"))
+    finally:
+        os.umask(old)
+    assert os.stat(out.path).st_mode & 0o777 == 0o600 and out.integrity == "ok"
