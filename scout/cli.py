@@ -50,6 +50,7 @@ PASSTHROUGH = {
     "up": ("scout.launcher", "start the API server and the web UI together"),
     "serve": ("scout.server", "run the API server (python -m scout.server)"),
     "ui": ("scout.ui", "run the Gradio web UI"),
+    "backup": ("scout.backup", "copy the database to a file, also while tasks run (reads SCOUT_DB)"),
 }
 
 
@@ -563,10 +564,20 @@ def cmd_ask(client: ScoutClient, args: argparse.Namespace) -> int:
     else:
         out.line()
         out.line(final_line(out, doc))
-        if doc.get("session_id"):
+        if doc.get("session_id") and _can_continue(client, doc["session_id"]):
             out.line(out.style(f"  continue this conversation: scout ask --session {doc['session_id']} \"…\"",
                                "dim"))
     return _status_exit(doc.get("status"))
+
+
+def _can_continue(client: ScoutClient, session_id: str) -> bool:
+    """Can the session take another message (is its conversation's history still there)?"""
+    from .client import ScoutAPIError
+
+    try:
+        return client.session(session_id).get("can_continue", True) is not False
+    except ScoutAPIError:
+        return True  # not known: offer it, as before
 
 
 def cmd_tail(client: ScoutClient, args: argparse.Namespace) -> int:
@@ -695,6 +706,12 @@ def cmd_prune(client: ScoutClient, args: argparse.Namespace) -> int:
         sessions = f", {res['deleted_sessions']} sessions" if res.get("deleted_sessions") is not None else ""
         print(f"deleted {res.get('deleted_tasks', 0)} tasks{sessions} and {res.get('deleted_events', 0)} events "
               f"finished more than {days:g} days ago")
+    if res.get("database_full"):
+        none = "" if res.get("deleted_tasks") else f"nothing finished more than {days:g} days ago was left to delete; "
+        sys.stderr.write(f"scout: the database is still full: {none}delete younger tasks with "
+                         f"`scout prune --older-than N` with a smaller N (0: every finished task), "
+                         f"or raise SCOUT_DB_MAX_MB\n")
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -731,6 +748,8 @@ def cmd_session(client: ScoutClient, args: argparse.Namespace) -> int:
     out.line(out.style(f"Session {doc['session_id']}", "bold"))
     out.line(out.style("  cwd      ", "dim") + str(doc.get("cwd")))
     out.line(out.style("  started  ", "dim") + fmt_time(doc.get("created_at")))
+    if doc.get("can_continue") is False:
+        out.line(out.style("  ended    ", "dim") + out.style(str(doc.get("history_lost")), "red"))
     out.line()
     for t in doc.get("tasks") or []:
         status = t.get("status") or ""

@@ -40,6 +40,7 @@ def session_detail(session: Session, tasks: list[Task]) -> dict[str, Any]:
     return {
         "session_id": session.id, "cwd": session.cwd, "created_at": session.created_at,
         "last_activity": session.updated_at, "claude_session_id": session.claude_session_id,
+        "can_continue": session.can_continue, "history_lost": session.history_lost,
         "workspace": Workspace.from_dict(session.workspace).public(),
         "tasks": [{"task_id": t.id, "status": t.status, "message": t.message,
                    "result_text": (t.result or {}).get("text"), "error": t.error,

@@ -69,6 +69,8 @@ TIME = {"type": "number", "description": "Unix time in seconds"}
 TIME_OR_NULL = {"type": ["number", "null"], "description": "Unix time in seconds"}
 TASK_ID = {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
 STATUS = {"type": "string", "enum": [str(s) for s in STATUSES]}
+CAN_CONTINUE = {"type": "boolean", "description": "false once the session's earlier conversation is known to be "
+                "gone: a further message to it is refused (409 session_ended)"}
 
 ERROR_CODES = {
     400: "Bad request: malformed JSON, a missing, empty, unknown or wrongly typed field, a bad "
@@ -85,7 +87,8 @@ ERROR_CODES = {
     413: "The message is longer than SCOUT_MAX_MESSAGE_BYTES, or the body far too large.",
     415: "The body is not sent as application/json.",
     429: "Too many tasks are pending (SCOUT_MAX_PENDING); retry after Retry-After seconds.",
-    503: "The database cannot be used (unreadable, read-only, full); for a stream, also "
+    503: "The database cannot be used (database_unavailable: unreadable, read-only, full), or another "
+         "process holds its write lock (database_busy, with Retry-After); for a stream, also "
          "too_many_streams: SCOUT_MAX_STREAMS are open (retry after Retry-After seconds).",
 }
 
@@ -98,7 +101,7 @@ def _error(status: int, description: str | None = None) -> dict[str, Any]:
     if status == 405:
         resp["headers"] = {"Allow": {"schema": STR, "required": True,
                                      "description": "the methods the path supports"}}
-    if status in (429, 503):  # a 503 carries it only for too_many_streams
+    if status in (429, 503):  # a 503 carries it only for database_busy and too_many_streams
         resp["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "required": status == 429,
                                            "description": "seconds to wait before trying again"}}
     return resp
@@ -270,6 +273,7 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "last_message": STR_OR_NULL,
             "last_status": {"type": ["string", "null"], "enum": [*STATUSES, None]},
             "total_cost_usd": NUM, "created_at": TIME, "last_activity": TIME,
+            "can_continue": CAN_CONTINUE,
         }),
         "SessionList": _obj({"sessions": {"type": "array", "items": _ref("SessionSummary")},
                              "next_cursor": {**STR_OR_NULL, "description": "pass as ?cursor= for older sessions"}}),
@@ -280,7 +284,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "default_mode": STR, "max_message_bytes": INT}),
         "SessionDetail": _obj({
             "session_id": STR, "cwd": STR_OR_NULL, "created_at": TIME, "last_activity": TIME,
-            "claude_session_id": STR_OR_NULL, "workspace": _ref("Workspace"),
+            "claude_session_id": STR_OR_NULL, "workspace": _ref("Workspace"), "can_continue": CAN_CONTINUE,
+            "history_lost": {**STR_OR_NULL, "description": "why the session cannot be continued (its "
+                             "earlier conversation is gone), or null"},
             "tasks": {"type": "array", "description": "oldest first", "items": _obj({
                 "task_id": TASK_ID, "status": STATUS, "message": STR, "result_text": STR_OR_NULL,
                 "error": STR_OR_NULL, "cost_usd": NUM_OR_NULL, "mode": STR_OR_NULL,
@@ -306,7 +312,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
         "PruneRequest": {"type": "object", "additionalProperties": False, "properties": {
             "older_than_days": _nullable({"type": "number", "minimum": 0, "maximum": 1e6})}},
         "PruneResult": _obj({"deleted_tasks": INT, "deleted_events": INT, "deleted_sessions": INT,
-                             "freed_bytes": INT}),
+                             "freed_bytes": INT,
+                             "database_full": {"type": "boolean", "description": "still out of room afterwards "
+                                               "(SCOUT_DB_MAX_MB or the disk): prune younger tasks or raise the cap"}}),
         "ModeList": _obj({"default": STR, "modes": {"type": "array", "items": _ref("Mode")}}),
         "Health": _obj({
             "status": {"type": "string", "enum": ["ok", "degraded"]},

@@ -18,6 +18,9 @@ from .vocab import ACTIVE
 
 log = logging.getLogger("scout.retention")
 DAY = 86400.0
+# A database that is not yet incremental is VACUUMed while tasks run only below this size:
+# VACUUM holds the write lock while it copies the file (workers wait for it meanwhile).
+VACUUM_WHILE_RUNNING_BYTES = 64 * 2**20
 
 
 class Retention:
@@ -73,12 +76,15 @@ class Retention:
                 self.on_sessions_deleted()
             compacted: dict[str, Any] = {}
             if out["tasks"]:
-                # A first, full VACUUM only while no task runs: it blocks writers until done.
+                # A first, full VACUUM of a big file only while no task runs: it blocks writers until done.
                 counts = self.store.count_by_status()
-                compacted = self.store.compact(vacuum=not any(counts[s] for s in ACTIVE))
+                compacted = self.store.compact(vacuum=before < VACUUM_WHILE_RUNNING_BYTES
+                                               or not any(counts[s] for s in ACTIVE))
             freed = max(0, before - self.store.size_bytes()) + logs_freed
+            problem = self.store.space_problem()
             result = {"deleted_tasks": out["tasks"], "deleted_events": out["events"],
-                      "deleted_sessions": out["sessions"], "freed_bytes": freed}
+                      "deleted_sessions": out["sessions"], "freed_bytes": freed,
+                      "database_full": problem is not None}
             self.last_run = {**result, "time": time.time(), "older_than_days": older_than_days}
         if out["tasks"]:
             log.info("retention: deleted %d tasks and %d events finished more than %g days ago; "

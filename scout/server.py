@@ -32,7 +32,7 @@ from .nodes import NodeAgent, bp as nodes_blueprint, node_list
 from .notify import LogWatcher
 from .serverproc import install_shutdown_handlers, make_undumpable, program_version
 from .state import Scout, scout
-from .store import EventLog, StoreError, Task, new_id
+from .store import EventLog, Store, StoreBusy, StoreError, Task, new_id
 from .supervisor import Supervisor
 from .validate import (ApiError, check_approval, check_chat, check_cwd, check_webhook_url,
                        int_arg, session_cursor)
@@ -42,6 +42,9 @@ from .vocab import CANCELLED, PENDING, RUNNING, STATUSES, TERMINAL, UNFINISHED, 
 
 log = logging.getLogger("scout.server")
 PUBLIC_ENDPOINTS = {"api.health", "openapi.document"}
+# How long a request waits for another process's write lock before answering 503
+# database_busy (and /health reports the lock): a worker holds it for milliseconds.
+REQUEST_BUSY_TIMEOUT = 1.0
 
 
 def claude_info(path: str | None) -> dict[str, Any]:
@@ -141,6 +144,8 @@ def start_chat():
     options["workspace"] = workspace.to_dict()
     on_busy = req.get("on_busy", "queue")
     busy: list[Task] = []
+    if session is not None and not session.can_continue:
+        raise ApiError(409, "session_ended", session.history_lost or f"session {session.id} cannot be continued")
     if session is not None:
         busy = [t for t in s.store.session_tasks(session.id) if t.status in UNFINISHED]
         if busy and on_busy == "reject":
@@ -445,12 +450,20 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_bytes)  # a JSON 413 past it
     app.url_map.merge_slashes = False  # "//x" is a JSON 404, not a redirect with an HTML body
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
-    store = open_store(settings.db, max_bytes=settings.db_max_bytes, pool_size=16)
+    store = open_store(settings.db, max_bytes=settings.db_max_bytes, pool_size=16,
+                       busy_timeout=REQUEST_BUSY_TIMEOUT)
     integrity = store.integrity_check()
     if integrity != "ok":
         raise StoreError(f"database integrity check failed: {integrity}")
     watcher = LogWatcher(store, encode=sse_frame)
-    supervisor = Supervisor(store, settings, on_change=watcher.touch)
+    # The supervisor's writes (a task's start and ending) must happen: on SQLite they wait out
+    # another process's lock as long as a task may stay idle, where requests answer 503 after a
+    # second. PostgreSQL locks rows, not the database: there one store serves both.
+    patient: EventLog = store
+    if isinstance(store, Store):
+        patient = Store(settings.db, max_bytes=settings.db_max_bytes, migrate=False,
+                        busy_timeout=max(REQUEST_BUSY_TIMEOUT, settings.idle_timeout))
+    supervisor = Supervisor(patient, settings, on_change=watcher.touch)
     state = Scout(settings, store, supervisor, watcher, load_modes(settings.modes_file))
     if store.shared:
         state.node = NodeAgent(store, settings, watcher.touch, url=f"http://{settings.host}:{settings.port}")
@@ -506,6 +519,8 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
 
     @app.errorhandler(StoreError)
     def store_error(err: StoreError):
+        if isinstance(err, StoreBusy):
+            return _error_response(ApiError(503, "database_busy", str(err), headers={"Retry-After": "2"}))
         return _error_response(ApiError(503, "database_unavailable", str(err)))
 
     @app.errorhandler(Exception)

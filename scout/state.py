@@ -35,11 +35,12 @@ class Scout:
     node: NodeAgent | None = None  # the heartbeat, on a log shared with other nodes
     _probe: tuple[float, str | None] = (0.0, None)  # (when, error) of the latest write probe
 
-    def check_writable(self, every: float = 5.0) -> None:
-        """The store's write probe, taken at most every `every` seconds: it must wait for the
-        write lock, which many busy workers hold in turn. A failed write is seen at once."""
+    def check_writable(self, every: float = 1.0) -> None:
+        """The store's write probe, taken at most every `every` seconds while it succeeds: it
+        must wait for the write lock, which many busy workers hold in turn. A failed write is
+        seen at once, and a problem is probed again each time, so it clears as soon as it is gone."""
         when, error = self._probe
-        if time.monotonic() - when > every or self.store.last_write_error:
+        if error or time.monotonic() - when > every or self.store.last_write_error:
             try:
                 self.store.check_writable()
                 error = None
@@ -54,6 +55,8 @@ class Scout:
         self.watcher.stop()
         for stop in self.on_close:
             stop()
+        if self.supervisor.store is not self.store:
+            self.supervisor.store.close()  # its own, patient Store (see create_app)
         self.store.close()
 
 

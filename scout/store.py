@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Protocol
 
 from .vocab import PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus, can_transition
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -96,12 +96,37 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE tasks ADD COLUMN node TEXT;
     """,
+    # 7: Claude Code's own transcript of each session's conversation, mirrored line by line
+    # (its file under ~/.claude can be swept or live under another HOME); and why a
+    # session can no longer be continued, once its history is known to be gone.
+    """
+    CREATE TABLE transcripts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        claude_session_id TEXT NOT NULL,
+        subpath TEXT NOT NULL DEFAULT '',
+        uuid TEXT,
+        entry TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX transcripts_by_line ON transcripts(claude_session_id, subpath, uuid);
+    CREATE INDEX transcripts_by_session ON transcripts(session_id);
+    ALTER TABLE sessions ADD COLUMN history_lost TEXT;
+    """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
+# What to do when the log cannot grow: said by /health, by failed writes and by `scout prune`.
+FULL_REMEDY = ("free space with `scout prune --older-than N` (deletes tasks finished more than N days ago) "
+               "or raise SCOUT_DB_MAX_MB")
+
+
 class StoreError(Exception):
     """The database cannot do what was asked (unreadable, read-only, full, corrupt)."""
+
+
+class StoreBusy(StoreError):
+    """Another connection held the write lock for longer than this Store waits (busy_timeout)."""
 
 
 class EventCapError(StoreError):
@@ -160,6 +185,11 @@ class Session:
     created_at: float
     updated_at: float
     workspace: dict[str, Any] | None = None  # scout.workspace.Workspace as a dict; None: shared
+    history_lost: str | None = None  # why the conversation cannot be continued, once it cannot
+
+    @property
+    def can_continue(self) -> bool:
+        return self.history_lost is None
 
 
 @dataclass
@@ -223,6 +253,12 @@ class EventLog(Protocol):
         """'ok', or the first problem found in the database."""
     def check_writable(self) -> None:
         """Raise StoreError if a write would fail now: read-only, disk full, size cap near, last write failed."""
+    def space_problem(self) -> str | None:
+        """Why the log is (nearly) out of room (size cap or disk), naming the remedy; None while it has room."""
+    def busy_message(self) -> str:
+        """What a StoreBusy says: another process held the write lock longer than this object waits."""
+    def backup(self, path: str) -> None:
+        """Write a consistent copy of the whole log to the new file `path`, without holding up writers."""
     def size_bytes(self) -> int:
         """Bytes the log takes up."""
     def data_version(self) -> int:
@@ -236,7 +272,28 @@ class EventLog(Protocol):
     def list_sessions(self, limit: int = 50, after: tuple[float, str] | None = None) -> list[dict[str, Any]]:
         """Sessions by last activity, newest first, with task count, cost, first and last message."""
     def delete_session(self, session_id: str) -> int | None:
-        """Delete a session with its tasks, events and approvals; how many tasks, or None if unknown."""
+        """Delete a session with its tasks, events, approvals and transcripts; how many tasks, or None if unknown."""
+    def mark_history_lost(self, session_id: str, reason: str) -> None:
+        """Record that the session cannot be continued, and why (Session.history_lost)."""
+
+    # -- Claude Code transcripts (keyed by Claude Code's session id; subpath "" is the main one)
+    def append_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                          entries: list[dict[str, Any]]) -> None:
+        """Append transcript lines in order, kept with the Scout session; a line whose uuid is
+        already stored there is skipped."""
+    def replace_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                           entries: list[dict[str, Any]]) -> None:
+        """Make the stored transcript exactly `entries`, atomically."""
+    def load_transcript(self, claude_session_id: str, subpath: str = "") -> list[dict[str, Any]] | None:
+        """The stored lines in the order appended, or None if there are none."""
+    def transcript_length(self, claude_session_id: str, subpath: str = "") -> int:
+        """How many lines are stored."""
+    def transcript_uuids(self, claude_session_id: str, subpath: str = "") -> set[str]:
+        """The uuids of the stored lines."""
+    def transcript_subpaths(self, claude_session_id: str) -> list[str]:
+        """The subagent transcripts stored for the conversation (never "")."""
+    def delete_transcript(self, claude_session_id: str, subpath: str | None = None) -> None:
+        """Delete a stored transcript; subpath None: the main one and every subagent's."""
     def set_session_workspace(self, session_id: str, workspace: dict[str, Any] | None) -> None:
         """Replace the session's workspace (scout.workspace.Workspace as a dict; None: shared)."""
     def session_workspaces(self) -> dict[str, dict[str, Any]]:
@@ -283,8 +340,8 @@ class EventLog(Protocol):
     def requeue(self, task_id: str) -> bool:
         """Put an active task that never really started back to pending, forgetting its worker."""
     def delete_task(self, task_id: str) -> bool:
-        """Delete a task with its events and approvals, and its session if no task is left in
-        it (one transaction); whether the task existed."""
+        """Delete a task with its events and approvals, and its session (with its transcripts) if
+        no task is left in it (one transaction); whether the task existed."""
 
     # -- events
     def append_event(self, task_id: str, type: str, payload: dict[str, Any]) -> int:
@@ -325,7 +382,8 @@ class EventLog(Protocol):
 
     # -- retention
     def prune_finished(self, finished_before: float, batch_events: int = 5000) -> dict[str, Any]:
-        """Delete finished tasks that ended before the time, in short transactions; what went."""
+        """Delete finished tasks that ended before the time, in short transactions, and the sessions
+        (with their transcripts) they leave empty; what went."""
     def compact(self, vacuum_fraction: float = 0.1, vacuum: bool = True) -> dict[str, Any]:
         """Give free space back to the disk where the database can; what it did."""
 
@@ -390,6 +448,9 @@ class Store(LogPages, EventLog):
                  max_bytes: int | None = None) -> None:
         self.path = os.path.abspath(path)
         self.url = self.path  # what another process (a worker) opens this store with
+        # How long a write waits for another connection's write lock before StoreBusy: short
+        # where someone waits for an answer (an HTTP request), as long as a task may stay idle
+        # where the write must happen (a worker logging, the supervisor settling a task).
         self.busy_timeout = busy_timeout
         self.max_bytes = max_bytes  # a size cap: past it, writes fail as on a full disk
         self.last_write_error: str | None = None  # the latest failed write, until one succeeds
@@ -474,24 +535,39 @@ class Store(LogPages, EventLog):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 out = fn(conn, *args)
+                conn.execute("COMMIT")
             except BaseException:
-                if conn.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
-                    conn.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (SQLITE_FULL), not on all: a
+                # failed COMMIT would otherwise keep the write lock, and every writer waiting.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
-            conn.execute("COMMIT")
             if not probe:
                 self.last_write_error = None
             return out
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
+            if _busy(exc):  # not a failure of the database: it answers once the lock is released
+                raise StoreBusy(self.busy_message()) from exc
             self.last_write_error = f"database error: {exc}"
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                self.last_write_error += f"; {FULL_REMEDY}"
             raise StoreError(self.last_write_error) from exc
+
+    def busy_message(self) -> str:
+        return (f"database is locked: another process has held its write lock for over "
+                f"{self.busy_timeout:g} s; running tasks wait for it and go on when it is released")
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
             return self._conn().execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as exc:
+            if _busy(exc):
+                raise StoreBusy(self.busy_message()) from exc
             raise StoreError(f"database error: {exc}") from exc
 
     # -- schema ------------------------------------------------------------------
@@ -500,6 +576,10 @@ class Store(LogPages, EventLog):
         """Bring the file up to SCHEMA_VERSION; returns the version it had before."""
         conn = self._conn()
         try:
+            if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+                # A new file: incremental vacuum must be chosen before the first table exists.
+                # It lets every prune give its space back without rewriting the file (VACUUM).
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             conn.execute("PRAGMA journal_mode = WAL")
             before = conn.execute("PRAGMA user_version").fetchone()[0]
             if before > SCHEMA_VERSION:
@@ -536,14 +616,40 @@ class Store(LogPages, EventLog):
         self._write(probe, probe=True)
         if self.last_write_error:
             raise StoreError(self.last_write_error)
+        problem = self.space_problem()
+        if problem:
+            raise StoreError(problem)
+
+    def space_problem(self) -> str | None:
+        """Why the log is (nearly) out of room, with the remedy; None while it has room.
+        Free pages inside the file count as room: new rows reuse them."""
         if self.max_bytes:
-            page, used, cap = (self._read(f"PRAGMA {p}")[0][0]
-                               for p in ("page_size", "page_count", "max_page_count"))
-            if (cap - used) * page < max(256 * 1024, self.max_bytes // 20):
-                raise StoreError(f"database is full: it has reached SCOUT_DB_MAX_MB ({self.max_bytes // 2**20} MB)")
-        free = shutil.disk_usage(os.path.dirname(self.path)).free
-        if free < 16 * 2**20:
-            raise StoreError(f"disk is full: {free // 1024} kB free where the database lives")
+            page, used, cap, free = (self._read(f"PRAGMA {p}")[0][0]
+                                     for p in ("page_size", "page_count", "max_page_count", "freelist_count"))
+            if (cap - used + free) * page < max(256 * 1024, self.max_bytes // 20):
+                return (f"database is full: it has reached SCOUT_DB_MAX_MB ({self.max_bytes / 2**20:g} MB); "
+                        f"{FULL_REMEDY}")
+        disk = shutil.disk_usage(os.path.dirname(self.path)).free
+        if disk < 16 * 2**20:
+            return (f"disk is full: {disk // 1024} kB free where the database lives; free disk space, or "
+                    f"delete old tasks with `scout prune --older-than N`")
+        return None
+
+    def backup(self, path: str) -> None:
+        """Write a consistent copy of the whole log to `path` (a new file) while others write.
+
+        SQLite's online backup API, in one step: the copy is the database as of one read
+        transaction, which in WAL mode does not block writers (a stepwise copy would restart
+        whenever another connection writes, and might never finish under a busy log)."""
+        try:
+            target = sqlite3.connect(path, isolation_level=None)
+            try:
+                self._conn().backup(target, pages=-1)
+                target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+            finally:
+                target.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"backup to {path} failed: {exc}") from exc
 
     def size_bytes(self) -> int:
         total = 0
@@ -566,7 +672,7 @@ class Store(LogPages, EventLog):
             return None
         r = rows[0]
         return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"],
-                       json.loads(r["workspace"]) if r["workspace"] else None)
+                       json.loads(r["workspace"]) if r["workspace"] else None, r["history_lost"])
 
     def set_session_workspace(self, session_id: str, workspace: dict[str, Any] | None) -> None:
         self._write(lambda conn: conn.execute("UPDATE sessions SET workspace = ? WHERE id = ?",
@@ -596,7 +702,7 @@ class Store(LogPages, EventLog):
             params.extend(after)
         params.append(limit)
         rows = self._read(
-            "SELECT s.id, s.cwd, s.created_at, s.updated_at,"
+            "SELECT s.id, s.cwd, s.created_at, s.updated_at, s.history_lost,"
             " (SELECT COUNT(*) FROM tasks t WHERE t.session_id = s.id) AS task_count,"
             " (SELECT COALESCE(SUM(json_extract(t.result, '$.total_cost_usd')), 0)"
             "   FROM tasks t WHERE t.session_id = s.id) AS total_cost,"
@@ -607,7 +713,8 @@ class Store(LogPages, EventLog):
         return [{"session_id": r["id"], "cwd": r["cwd"], "task_count": r["task_count"],
                  "first_message": r["first_message"], "last_message": r["last_message"],
                  "last_status": r["last_status"], "total_cost_usd": r["total_cost"],
-                 "created_at": r["created_at"], "last_activity": r["updated_at"]} for r in rows]
+                 "created_at": r["created_at"], "last_activity": r["updated_at"],
+                 "can_continue": r["history_lost"] is None} for r in rows]
 
     def delete_session(self, session_id: str) -> int | None:
         """Delete a session with its tasks and their events; None if there is no such session."""
@@ -619,9 +726,67 @@ class Store(LogPages, EventLog):
                 conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
                 conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM tasks WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM transcripts WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             return len(ids)
         return self._write(fn)
+
+    def mark_history_lost(self, session_id: str, reason: str) -> None:
+        """Record that the session's conversation cannot be continued, and why."""
+        self._write(lambda conn: conn.execute(
+            "UPDATE sessions SET history_lost = ? WHERE id = ?", (reason, session_id)))
+
+    # -- Claude Code transcripts -------------------------------------------------------
+    # Claude Code's own record of a conversation (one JSON object per line of its
+    # ~/.claude/projects/.../<id>.jsonl), kept with the Scout session it belongs to so that
+    # the conversation can be continued when that file is gone. `subpath` is "" for the
+    # main transcript, e.g. "subagents/agent-x" for a subagent's.
+
+    def append_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                          entries: list[dict[str, Any]]) -> None:
+        """Append lines in order; a line whose uuid is already stored there is skipped."""
+        self._write(_insert_transcript, session_id, claude_session_id, subpath, entries)
+
+    def replace_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                           entries: list[dict[str, Any]]) -> None:
+        """Make the stored transcript exactly `entries`, in one transaction."""
+        def fn(conn):
+            conn.execute("DELETE FROM transcripts WHERE claude_session_id = ? AND subpath = ?",
+                         (claude_session_id, subpath))
+            _insert_transcript(conn, session_id, claude_session_id, subpath, entries)
+        self._write(fn)
+
+    def load_transcript(self, claude_session_id: str, subpath: str = "") -> list[dict[str, Any]] | None:
+        """The stored lines in the order they were appended; None if there are none."""
+        rows = self._read("SELECT entry FROM transcripts WHERE claude_session_id = ? AND subpath = ?"
+                          " ORDER BY id", (claude_session_id, subpath))
+        return [json.loads(r[0]) for r in rows] or None
+
+    def transcript_length(self, claude_session_id: str, subpath: str = "") -> int:
+        return self._read("SELECT COUNT(*) FROM transcripts WHERE claude_session_id = ? AND subpath = ?",
+                          (claude_session_id, subpath))[0][0]
+
+    def transcript_uuids(self, claude_session_id: str, subpath: str = "") -> set[str]:
+        """The uuids of the stored lines (lines without one are not counted)."""
+        return {r[0] for r in self._read(
+            "SELECT uuid FROM transcripts WHERE claude_session_id = ? AND subpath = ? AND uuid IS NOT NULL",
+            (claude_session_id, subpath))}
+
+    def transcript_subpaths(self, claude_session_id: str) -> list[str]:
+        """The subagent transcripts stored for a conversation (never "", the main one)."""
+        return [r[0] for r in self._read(
+            "SELECT DISTINCT subpath FROM transcripts WHERE claude_session_id = ? AND subpath != ''"
+            " ORDER BY subpath", (claude_session_id,))]
+
+    def delete_transcript(self, claude_session_id: str, subpath: str | None = None) -> None:
+        """Delete a stored transcript; subpath None: the main one and all its subagents'."""
+        if subpath is None:
+            self._write(lambda conn: conn.execute(
+                "DELETE FROM transcripts WHERE claude_session_id = ?", (claude_session_id,)))
+        else:
+            self._write(lambda conn: conn.execute(
+                "DELETE FROM transcripts WHERE claude_session_id = ? AND subpath = ?",
+                (claude_session_id, subpath)))
 
     # -- tasks -------------------------------------------------------------------
 
@@ -786,8 +951,10 @@ class Store(LogPages, EventLog):
             conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM approvals WHERE task_id = ?", (task_id,))
             conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
-            conn.execute("DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = ?)",
-                         (row["session_id"], row["session_id"]))
+            session_id = row["session_id"]
+            if conn.execute("DELETE FROM sessions WHERE id = ? AND NOT EXISTS"
+                            " (SELECT 1 FROM tasks WHERE session_id = ?)", (session_id, session_id)).rowcount:
+                conn.execute("DELETE FROM transcripts WHERE session_id = ?", (session_id,))
             return True
         return self._write(fn)
 
@@ -894,9 +1061,12 @@ class Store(LogPages, EventLog):
                 done["task_ids"].append(r["id"])
                 sessions.add(r["session_id"])
             for session_id in sessions:
-                done["sessions"] += conn.execute(
+                gone = conn.execute(
                     "DELETE FROM sessions WHERE id = ? AND NOT EXISTS"
                     " (SELECT 1 FROM tasks WHERE session_id = ?)", (session_id, session_id)).rowcount
+                if gone:  # its conversation's mirrored transcript goes with it
+                    conn.execute("DELETE FROM transcripts WHERE session_id = ?", (session_id,))
+                done["sessions"] += gone
             return more, done
 
         more = True
@@ -909,18 +1079,21 @@ class Store(LogPages, EventLog):
     def compact(self, vacuum_fraction: float = 0.1, vacuum: bool = True) -> dict[str, Any]:
         """Give free pages back to the disk and empty the WAL file.
 
-        An incremental-vacuum database frees its free pages; any other is VACUUMed (and
-        switched to incremental vacuum) once free pages are `vacuum_fraction` of it, if
-        `vacuum` allows (VACUUM holds the write lock for as long as it copies the file).
+        An incremental-vacuum database (every one Scout creates) frees all its free pages;
+        any other is VACUUMed (and switched to incremental vacuum) once free pages are
+        `vacuum_fraction` of it, if `vacuum` allows (VACUUM holds the write lock for as
+        long as it copies the file).
         """
         conn = self._conn()
         try:
             auto, free, pages = (conn.execute(f"PRAGMA {p}").fetchone()[0]
                                  for p in ("auto_vacuum", "freelist_count", "page_count"))
             vacuumed = False
-            if auto == 2:
-                conn.execute("PRAGMA incremental_vacuum").fetchall()
-            elif vacuum and free and free >= pages * vacuum_fraction:
+            if auto == 2 and free:
+                # With a page count, and run to completion: Python's execute() steps a
+                # statement once, and each step of incremental_vacuum frees one page.
+                conn.executescript(f"PRAGMA incremental_vacuum({free});")
+            elif auto != 2 and vacuum and free and free >= pages * vacuum_fraction:
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("VACUUM")
                 vacuumed = True
@@ -1118,6 +1291,24 @@ def _append_capped(conn: sqlite3.Connection, task_id: str, type: str, payload: d
         raise EventCapError(f"the task reached the limit of {cap} logged events (SCOUT_MAX_EVENTS_PER_TASK); "
                             f"its log takes no more, so it was stopped")
     return _append(conn, task_id, type, payload, now)
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Did SQLite give up waiting for a lock another connection holds (SQLITE_BUSY/LOCKED)?"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _insert_transcript(conn: sqlite3.Connection, session_id: str, claude_session_id: str, subpath: str,
+                       entries: list[dict[str, Any]]) -> None:
+    """Insert transcript lines in order, skipping those whose uuid is already stored there."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO transcripts (session_id, claude_session_id, subpath, uuid, entry)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(session_id, claude_session_id, subpath, e.get("uuid") if isinstance(e.get("uuid"), str) else None,
+          json.dumps(e, separators=(",", ":"))) for e in entries])
 
 
 def _split_sql(script: str) -> list[str]:

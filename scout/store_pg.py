@@ -31,6 +31,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import subprocess
 import threading
 import time
 import zlib
@@ -40,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -49,7 +53,7 @@ from .vocab import ACTIVE, FAILED, NODE_LOST, PENDING, RUNNING, STATUSES, TERMIN
 
 log = logging.getLogger("scout.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # libpq's TCP keepalives on every connection: a peer that vanished is noticed in ~11 s, not hours.
 KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 EVENTS_CHANNEL, STOP_CHANNEL = "scout_events", "scout_stop"
@@ -138,6 +142,21 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN workspace text;
     ALTER TABLE tasks ADD COLUMN workspace_start text;
     """,
+    # 3: Claude Code's transcripts, mirrored line by line, and why a session cannot be
+    # continued (as SQLite's 7): a follow-up claimed by any node resumes from the log.
+    """
+    CREATE TABLE transcripts (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        session_id text NOT NULL,
+        claude_session_id text NOT NULL,
+        subpath text NOT NULL DEFAULT '',
+        uuid text,
+        entry text NOT NULL
+    );
+    CREATE UNIQUE INDEX transcripts_by_line ON transcripts (claude_session_id, subpath, uuid);
+    CREATE INDEX transcripts_by_session ON transcripts (session_id);
+    ALTER TABLE sessions ADD COLUMN history_lost text;
+    """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -163,6 +182,18 @@ def _append_sql(status: bool, capped: bool) -> str:
 
 
 _SQL_APPEND = {(s, c): _append_sql(s, c) for s in (False, True) for c in (False, True)}
+
+
+def _pg_dump() -> str:
+    """pg_dump: on PATH, else next to the newest installed PostgreSQL's initdb."""
+    found = shutil.which("pg_dump")
+    if found:
+        return found
+    from .pgcluster import ClusterError, bin_dir
+    try:
+        return os.path.join(bin_dir(), "pg_dump")
+    except ClusterError as exc:
+        raise StoreError(f"pg_dump is not installed: {exc}") from exc
 
 
 def redact(url: str) -> str:
@@ -278,6 +309,32 @@ class PgStore(LogPages):
         if self.last_write_error:
             raise StoreError(self.last_write_error)
 
+    def space_problem(self) -> str | None:
+        """None: how much room PostgreSQL has is its own matter (quotas, tablespaces); a write
+        that fails for want of it is reported by check_writable."""
+        return None
+
+    def busy_message(self) -> str:
+        return (f"database is locked: no connection or lock came within {self.busy_timeout:g} s; "
+                f"running tasks wait for it and go on when it is released")
+
+    def backup(self, path: str) -> None:
+        """Write Scout's schema to `path` with pg_dump (custom format: restore with pg_restore).
+        pg_dump takes one snapshot and does not block writers. The password goes by PGPASSWORD,
+        never on a command line."""
+        params = conninfo_to_dict(self.url)
+        password = params.pop("password", None)
+        schema = self._read("SELECT current_schema()", rows=tuple_row)[0][0]
+        env = {**os.environ, **({"PGPASSWORD": str(password)} if password is not None else {})}
+        argv = [_pg_dump(), "--format=custom", f"--schema={schema}", f"--file={path}",
+                f"--dbname={make_conninfo('', **params)}"]
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=24 * 3600)
+        except OSError as exc:
+            raise StoreError(f"backup to {path} failed: {exc}") from exc
+        if done.returncode != 0:
+            raise StoreError(f"backup to {path} failed: pg_dump: {done.stderr.strip()}")
+
     def size_bytes(self) -> int:
         """The bytes Scout's tables take (with indexes and TOAST), not the whole database's."""
         return int(self._read(
@@ -285,7 +342,7 @@ class PgStore(LogPages):
             " WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace"
             " AND c.relname = ANY(%s)",
             (["sessions", "tasks", "event_seqs", "events", "status_feed", "approvals", "cursors", "nodes",
-              "scout_schema"],), rows=tuple_row)[0][0])
+              "transcripts", "scout_schema"],), rows=tuple_row)[0][0])
 
     def data_version(self) -> int:
         """Changes whenever an event is committed by anyone: counted from NOTIFY, no query."""
@@ -299,7 +356,7 @@ class PgStore(LogPages):
             return None
         r = rows[0]
         return Session(r["id"], r["claude_session_id"], r["cwd"], r["created_at"], r["updated_at"],
-                       json.loads(r["workspace"]) if r["workspace"] else None)
+                       json.loads(r["workspace"]) if r["workspace"] else None, r["history_lost"])
 
     def set_session_workspace(self, session_id: str, workspace: dict[str, Any] | None) -> None:
         self._write(lambda conn: conn.execute("UPDATE sessions SET workspace = %s WHERE id = %s",
@@ -322,7 +379,7 @@ class PgStore(LogPages):
             params.extend(after)
         params.append(limit)
         rows = self._read(
-            "SELECT s.id, s.cwd, s.created_at, s.updated_at, a.task_count, a.total_cost,"
+            "SELECT s.id, s.cwd, s.created_at, s.updated_at, s.history_lost, a.task_count, a.total_cost,"
             " f.message AS first_message, l.message AS last_message, l.status AS last_status"
             f" FROM (SELECT * FROM sessions s {where} ORDER BY s.updated_at DESC, s.id DESC LIMIT %s) s"
             " CROSS JOIN LATERAL (SELECT COUNT(*) AS task_count,"
@@ -335,7 +392,8 @@ class PgStore(LogPages):
         return [{"session_id": r["id"], "cwd": r["cwd"], "task_count": r["task_count"],
                  "first_message": r["first_message"], "last_message": r["last_message"],
                  "last_status": r["last_status"], "total_cost_usd": r["total_cost"],
-                 "created_at": r["created_at"], "last_activity": r["updated_at"]} for r in rows]
+                 "created_at": r["created_at"], "last_activity": r["updated_at"],
+                 "can_continue": r["history_lost"] is None} for r in rows]
 
     def delete_session(self, session_id: str) -> int | None:
         def fn(conn):
@@ -343,9 +401,51 @@ class PgStore(LogPages):
                 return None
             ids = [r[0] for r in conn.execute("SELECT id FROM tasks WHERE session_id = %s", (session_id,))]
             _delete_tasks(conn, ids)
-            conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+            _delete_sessions(conn, [session_id])
             return len(ids)
         return self._write(fn)
+
+    def mark_history_lost(self, session_id: str, reason: str) -> None:
+        self._write(lambda conn: conn.execute(
+            "UPDATE sessions SET history_lost = %s WHERE id = %s", (reason, session_id)))
+
+    # -- Claude Code transcripts (see Store's) ----------------------------------------
+
+    def append_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                          entries: list[dict[str, Any]]) -> None:
+        self._write(_insert_transcript, session_id, claude_session_id, subpath, entries)
+
+    def replace_transcript(self, session_id: str, claude_session_id: str, subpath: str,
+                           entries: list[dict[str, Any]]) -> None:
+        def fn(conn):
+            conn.execute("DELETE FROM transcripts WHERE claude_session_id = %s AND subpath = %s",
+                         (claude_session_id, subpath))
+            _insert_transcript(conn, session_id, claude_session_id, subpath, entries)
+        self._write(fn)
+
+    def load_transcript(self, claude_session_id: str, subpath: str = "") -> list[dict[str, Any]] | None:
+        rows = self._read("SELECT entry FROM transcripts WHERE claude_session_id = %s AND subpath = %s"
+                          " ORDER BY id", (claude_session_id, subpath), rows=tuple_row)
+        return [json.loads(r[0]) for r in rows] or None
+
+    def transcript_length(self, claude_session_id: str, subpath: str = "") -> int:
+        return self._read("SELECT COUNT(*) FROM transcripts WHERE claude_session_id = %s AND subpath = %s",
+                          (claude_session_id, subpath), rows=tuple_row)[0][0]
+
+    def transcript_uuids(self, claude_session_id: str, subpath: str = "") -> set[str]:
+        return {r[0] for r in self._read(
+            "SELECT uuid FROM transcripts WHERE claude_session_id = %s AND subpath = %s AND uuid IS NOT NULL",
+            (claude_session_id, subpath), rows=tuple_row)}
+
+    def transcript_subpaths(self, claude_session_id: str) -> list[str]:
+        return [r[0] for r in self._read(
+            "SELECT DISTINCT subpath FROM transcripts WHERE claude_session_id = %s AND subpath <> ''"
+            " ORDER BY subpath", (claude_session_id,), rows=tuple_row)]
+
+    def delete_transcript(self, claude_session_id: str, subpath: str | None = None) -> None:
+        self._write(lambda conn: conn.execute(
+            "DELETE FROM transcripts WHERE claude_session_id = %s AND (%s::text IS NULL OR subpath = %s)",
+            (claude_session_id, subpath, subpath)))
 
     # -- tasks ----------------------------------------------------------------------
 
@@ -489,8 +589,7 @@ class PgStore(LogPages):
             if row is None:
                 return False
             _delete_tasks(conn, [task_id])
-            conn.execute("DELETE FROM sessions s WHERE id = %s AND NOT EXISTS"
-                         " (SELECT 1 FROM tasks WHERE session_id = s.id)", (row[0],))
+            _delete_sessions(conn, [row[0]], only_empty=True)
             return True
         return self._write(fn)
 
@@ -584,10 +683,7 @@ class PgStore(LogPages):
                 done["tasks"] += 1
                 done["task_ids"].append(task_id)
                 sessions.add(session_id)
-            for session_id in sessions:
-                done["sessions"] += conn.execute(
-                    "DELETE FROM sessions s WHERE id = %s AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = s.id)",
-                    (session_id,)).rowcount
+            done["sessions"] += _delete_sessions(conn, list(sessions), only_empty=True)
             return more, done
 
         more = True
@@ -763,6 +859,29 @@ def _delete_tasks(conn: psycopg.Connection, ids: list[str]) -> int:
     conn.execute("DELETE FROM approvals WHERE task_id = ANY(%s)", (ids,))
     conn.execute("DELETE FROM event_seqs WHERE task_id = ANY(%s)", (ids,))
     return conn.execute("DELETE FROM tasks WHERE id = ANY(%s)", (ids,)).rowcount
+
+
+def _delete_sessions(conn: psycopg.Connection, ids: list[str], only_empty: bool = False) -> int:
+    """Delete sessions (only_empty: those without a task left) with their mirrored transcripts;
+    how many went."""
+    gone = [r[0] for r in conn.execute(
+        "DELETE FROM sessions s WHERE id = ANY(%s)"
+        + (" AND NOT EXISTS (SELECT 1 FROM tasks WHERE session_id = s.id)" if only_empty else "")
+        + " RETURNING id", (ids,))]
+    if gone:
+        conn.execute("DELETE FROM transcripts WHERE session_id = ANY(%s)", (gone,))
+    return len(gone)
+
+
+def _insert_transcript(conn: psycopg.Connection, session_id: str, claude_session_id: str, subpath: str,
+                       entries: list[dict[str, Any]]) -> None:
+    """Insert transcript lines in order, skipping those whose uuid is already stored there."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO transcripts (session_id, claude_session_id, subpath, uuid, entry)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [(session_id, claude_session_id, subpath, e.get("uuid") if isinstance(e.get("uuid"), str) else None,
+              json.dumps(e, separators=(",", ":"))) for e in entries])
 
 
 def _startable(node: str | None, limit: int, lock: bool = False) -> tuple[str, list[Any]]:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,8 +35,8 @@ from typing import IO, Any, Callable
 from . import containment, sandbox, workspace
 from .config import Settings
 from .proctree import identity_matches, kill_tree
-from .store import EventLog, StoreError, Task
-from .taskspec import TAG, WorkerSpec
+from .store import EventLog, StoreBusy, StoreError, Task
+from .taskspec import QUIT, TAG, WorkerSpec, zygote_address
 from .vault import SECRET_NAMES
 from .vocab import ACTIVE, CANCELLED, FAILED, NODE_LOST, PENDING, RUNNING
 
@@ -113,6 +114,33 @@ class WorkerProc:
         return True
 
 
+@dataclass
+class ZygoteLink:
+    """The server's connection to its zygote (scout/zygote.py), over the zygote's unix socket.
+
+    `child` is set when this server started the zygote, and so is its parent and can reap
+    it; a zygote left by a crashed server is used as it is and never told to exit."""
+
+    sock: socket.socket
+    reader: IO[bytes]
+    pid: int
+    hello: dict[str, Any]
+    child: subprocess.Popen | None = None
+    closed: bool = False
+
+    def send(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\n")
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.reader.close()
+        self.sock.close()
+
+
 class Supervisor:
     """Starts pending tasks up to the worker cap, watches them, stops them, enforces limits."""
 
@@ -128,7 +156,7 @@ class Supervisor:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._closing = threading.Event()
-        self._zygote: subprocess.Popen | None = None
+        self._zygote: ZygoteLink | None = None
         self._zygote_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.last_error: str | None = None
@@ -143,10 +171,16 @@ class Supervisor:
     # -- life cycle -----------------------------------------------------------------
 
     def start(self) -> dict[str, int]:
-        """Reconcile what the last run left behind, then start dispatching. Returns a summary."""
-        summary = self.reconcile()
+        """Reconcile what the last run left behind, then start dispatching. Returns a summary.
+
+        The zygote comes first: one left by a crashed server still runs that server's tasks,
+        and its hello says which leaders live and how the others ended."""
+        with self._zygote_lock:
+            link = self._zygote = self._open_zygote()
+        summary = self.reconcile(ended={e["task_id"]: e["pid"] for e in link.hello.get("exited", [])},
+                                 alive={e["task_id"]: e["pid"] for e in link.hello.get("leaders", [])})
+        self._take_over(link)
         self.store.on_stop_request(self._stop_requested)
-        self._ensure_zygote()
         thread = threading.Thread(target=self._dispatch_loop, name="scout-dispatch", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -169,27 +203,40 @@ class Supervisor:
         for t in self._threads:
             t.join(timeout=5)
         with self._zygote_lock:
-            zygote, self._zygote = self._zygote, None
-        if zygote is not None:
-            # The zygote exits once its remaining tasks (detached ones) have ended, reaping
-            # them meanwhile; the next server adopts those tasks.
-            _pipe(zygote.stdin).close()
-            if mode == "cancel":
-                try:
-                    zygote.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    log.warning("zygote still running after shutdown")
+            link, self._zygote = self._zygote, None
+        if link is None:
+            return
+        # A zygote this server started, with nothing left to run, is told to exit and reaped.
+        # Otherwise it stays: it reaps the detached tasks and tells the next server how they
+        # ended (a zygote left by a crashed server is never told to exit: orphaned, it would
+        # stay a zombie where init does not reap).
+        if link.child is not None and not self.running_count() and not link.closed:
+            try:
+                link.send(QUIT)
+                link.child.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                log.warning("the zygote did not exit: %s", exc)
+        link.close()
 
-    def reconcile(self) -> dict[str, int]:
+    def reconcile(self, ended: dict[str, int] | None = None,
+                  alive: dict[str, int] | None = None) -> dict[str, int]:
         """Settle every unfinished task found in the log at start-up.
 
         Pending tasks simply wait for the dispatcher. A running task whose leader is
         still alive (same pid *and* start time *and* tag) is adopted; one that never got
-        a process is queued again; one whose process is gone has failed.
+        a process is queued again; one whose process is gone has failed. A task in `ended`
+        (task id -> pid of a leader whose exit status the zygote kept) is left to _take_over,
+        which settles it with that status, if that leader is the task's recorded one. A
+        leader in `alive` (task id -> pid of a live, unreaped child of the zygote: no other
+        process can have its pid) is the task's without comparing start times, which two
+        processes compute from a boot time that moves with the clock.
         """
         summary = {"adopted": 0, "requeued": 0, "lost": 0, "cancelled": 0}
         for task in self.store.tasks_in(ACTIVE, node=self.mine):
-            if identity_matches(task.worker_pid, task.worker_started, task.id):
+            if ended and task.worker_pid is not None and ended.get(task.id) == task.worker_pid:
+                continue
+            ours = alive is not None and task.worker_pid is not None and alive.get(task.id) == task.worker_pid
+            if ours or identity_matches(task.worker_pid, task.worker_started, task.id):
                 if task.stop_requested:
                     self._kill(task.id, task.worker_pid, self.settings.stop_grace, task.worker_started)
                     workspace.log_task_changes(self.store, task.id)
@@ -228,7 +275,7 @@ class Supervisor:
             return self._workers.get(task_id)
 
     def zygote_alive(self) -> bool:
-        return self._zygote is not None and self._zygote.poll() is None
+        return self._zygote is not None and not self._zygote.closed
 
     def wake(self) -> None:
         """Tell the dispatcher there may be work (a new task, a freed slot)."""
@@ -349,7 +396,11 @@ class Supervisor:
         free = self.settings.max_workers - self.running_count()
         if free <= 0 or self._closing.is_set():
             return
-        for task in self.store.claim(free, node=self.node):  # now running, as far as the log knows
+        try:
+            claimed = self.store.claim(free, node=self.node)  # now running, as far as the log knows
+        except StoreBusy:
+            return  # another process holds the lock: the tasks stay pending, claimed at a later tick
+        for task in claimed:
             self._spawn(task)
 
     def _spawn(self, task: Task) -> None:
@@ -435,49 +486,83 @@ class Supervisor:
 
     # -- the zygote ------------------------------------------------------------------
 
-    def _ensure_zygote(self) -> subprocess.Popen:
+    def _open_zygote(self) -> ZygoteLink:
+        """Connect to the database's zygote: the one a crashed server left, or a new one."""
+        address = zygote_address(self.settings.db, self.node)
+        try:
+            return self._connect(address, None)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass  # none there (a stale socket file is replaced by the new zygote)
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = (f"import sys; sys.path.insert(0, {pkg_parent!r}); "
+                f"from scout.zygote import zygote_main; zygote_main({address!r})")
+        # A session of its own: it outlives this server, and no terminal's signal reaches it.
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, env=worker_env(self.settings), cwd="/",
+                                 start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return self._connect(address, child)
+            except (FileNotFoundError, ConnectionRefusedError):
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the zygote did not start (exit status {child.poll()})") from None
+                time.sleep(0.02)
+
+    def _connect(self, address: str, child: subprocess.Popen | None) -> ZygoteLink:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(address)
+            sock.settimeout(120)  # the zygote says hello once it has imported the SDK
+            reader = sock.makefile("rb")
+            hello = json.loads(reader.readline() or b"{}")
+            sock.settimeout(None)
+        except BaseException:
+            sock.close()
+            raise
+        if hello.get("event") != "hello":
+            sock.close()
+            raise ConnectionRefusedError("no hello from the zygote")
+        return ZygoteLink(sock, reader, hello["pid"], hello, child)
+
+    def _take_over(self, link: ZygoteLink) -> None:
+        """Start hearing the zygote: the leaders it still runs are watched through it (their
+        real exit statuses), and the exits it kept while no server listened are settled."""
+        with self._lock:
+            for leader in link.hello.get("leaders", []):
+                proc = self._workers.get(leader["task_id"])
+                if proc is not None and proc.pid == leader["pid"]:
+                    proc.adopted = False  # its exit is reported; no polling
+                    self._by_pid[leader["pid"]] = proc
+        for report in link.hello.get("exited", []):
+            self._exit_reported(report)
+        thread = threading.Thread(target=self._read_zygote, args=(link,), name="scout-zygote", daemon=True)
+        thread.start()
+
+    def _ensure_zygote(self) -> ZygoteLink:
         with self._zygote_lock:
-            if self._zygote is not None and self._zygote.poll() is None:
+            if self._zygote is not None and not self._zygote.closed:
                 return self._zygote
-            pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            code = (f"import sys; sys.path.insert(0, {pkg_parent!r}); "
-                    "from scout.zygote import zygote_main; zygote_main()")
-            self._zygote = subprocess.Popen(
-                [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                env=worker_env(self.settings), cwd="/", bufsize=0)
-            thread = threading.Thread(target=self._read_zygote, args=(self._zygote,),
-                                      name="scout-zygote", daemon=True)
-            thread.start()
-            return self._zygote
+            link = self._zygote = self._open_zygote()
+        self._take_over(link)
+        return link
 
     def _send_to_zygote(self, spec: WorkerSpec) -> None:
-        zygote = self._ensure_zygote()
+        link = self._ensure_zygote()
         with self._zygote_lock:
-            _pipe(zygote.stdin).write((spec.to_json() + "\n").encode())
+            link.send(spec.to_json())
 
-    def _read_zygote(self, zygote: subprocess.Popen) -> None:
-        for raw in _pipe(zygote.stdout):
-            msg = json.loads(raw)
-            if msg["event"] == "spawned":
-                with self._lock:
-                    proc = self._workers.get(msg["task_id"])
-                    if proc is None:
-                        continue
-                    proc.pid, proc.started = msg["pid"], msg["started"]
-                    proc.change_state(PROC_RUNNING)  # unless a stop came first
-                    self._by_pid[proc.pid] = proc
-                try:
-                    self.store.set_worker(proc.task_id, proc.pid, proc.started or 0.0)
-                except StoreError as exc:  # the task itself will fail on the same database
-                    self.last_error = str(exc)
-                    log.error("cannot record worker of %s: %s", proc.task_id, exc)
-                finally:
-                    proc.spawned.set_result(proc.pid)
-            elif msg["event"] == "exited":
-                with self._lock:
-                    proc = self._by_pid.get(msg["pid"])
-                if proc is not None:
-                    self._thread(self._on_exit, proc, msg["code"])
+    def _read_zygote(self, link: ZygoteLink) -> None:
+        try:
+            for raw in link.reader:
+                msg = json.loads(raw)
+                if msg["event"] == "spawned":
+                    self._spawned(msg)
+                elif msg["event"] == "exited":
+                    self._exit_reported(msg)
+        except (OSError, ValueError):
+            pass
+        link.closed = True
         # The zygote is gone. Its leaders live on, re-parented: watch them by polling.
         with self._lock:
             for proc in self._workers.values():
@@ -485,6 +570,33 @@ class Supervisor:
                     proc.adopted = True
                 elif proc.pid is None and not proc.spawned.done():
                     proc.spawned.set_exception(RuntimeError("the zygote exited"))
+
+    def _spawned(self, msg: dict[str, Any]) -> None:
+        with self._lock:
+            proc = self._workers.get(msg["task_id"])
+            if proc is None:
+                return
+            proc.pid, proc.started = msg["pid"], msg["started"]
+            proc.change_state(PROC_RUNNING)  # unless a stop came first
+            self._by_pid[proc.pid] = proc
+        try:
+            self.store.set_worker(proc.task_id, proc.pid, proc.started or 0.0)
+        except StoreError as exc:  # the task itself will fail on the same database
+            self.last_error = str(exc)
+            log.error("cannot record worker of %s: %s", proc.task_id, exc)
+        finally:
+            proc.spawned.set_result(proc.pid)
+
+    def _exit_reported(self, msg: dict[str, Any]) -> None:
+        """The zygote reaped a leader and says how it ended."""
+        with self._lock:
+            proc = self._by_pid.get(msg["pid"])
+        if proc is None:  # a leader of an earlier server's, which ended while none listened
+            task = self.store.get_task(msg.get("task_id") or "")
+            if task is None or task.status not in ACTIVE or task.worker_pid != msg["pid"]:
+                return
+            proc = WorkerProc(task.id, PROC_RUNNING, msg["pid"], task.worker_started, adopted=True)
+        self._thread(self._on_exit, proc, msg["code"])
 
     def _on_exit(self, proc: WorkerProc, code: int | None) -> None:
         """A task's leader has exited: sweep what it left, and settle the task's status."""
@@ -529,8 +641,3 @@ class Supervisor:
         tail = self.stderr_tail(task.id, 1500)
         return f"{how}; stderr tail:\n{tail}" if tail else how
 
-
-def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
-    """One of the zygote's pipes (asked for with PIPE, so never None)."""
-    assert stream is not None
-    return stream

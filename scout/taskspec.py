@@ -10,6 +10,7 @@ one stdlib-only helper).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -27,6 +28,26 @@ TAG = "SCOUT_TASK_ID"
 LEADER_TITLE, WORKER_TITLE = "scout: leader {}", "scout: worker {}"
 
 
+# The zygote's one control message besides specs: stop taking tasks, and exit once the
+# leaders it has are gone (sent only by the server that started it, which then reaps it).
+QUIT = json.dumps({"op": "quit"})
+
+
+def zygote_address(db: str, node: str = "") -> str:
+    """Where the zygote of the database `db` listens: a unix socket beside the database
+    (so the next server, after a crash, finds the zygote its tasks still run under), or,
+    when that path is too long for a socket address, a name in Linux's abstract namespace.
+    A PostgreSQL log has no file to sit beside and is shared by nodes, several of which may
+    run on one machine: there each node has its own name in the abstract namespace, so no
+    node connects to (and takes over the tasks of) another node's zygote."""
+    if is_postgres_url(db):
+        return "\0scout-zygote-" + hashlib.sha256(f"{db}\0{node}".encode()).hexdigest()[:32]
+    path = os.path.abspath(db) + ".zygote"
+    if len(path.encode()) < 100:
+        return path
+    return "\0scout-zygote-" + hashlib.sha256(path.encode()).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """Everything a task's leader and worker need to know, and nothing they could look up."""
@@ -42,6 +63,7 @@ class WorkerSpec:
     allowed_roots: list[str] | None = None   # SCOUT_ALLOWED_ROOTS: the worker checks cwd again
     cgroup: str | None = None                # the task's cgroup (scout/containment.py), if any
     worktrees: str = ""                      # SCOUT_WORKTREES (its lock files, for a new worktree)
+    busy_timeout: float = 900.0              # how long a write waits for another's lock: SCOUT_IDLE_TIMEOUT
 
     @classmethod
     def from_settings(cls, task_id: str, settings: Settings, log_path: str | None = None,
@@ -53,7 +75,7 @@ class WorkerSpec:
                    approval_timeout=settings.approval_timeout,
                    max_events_per_task=settings.max_events_per_task or None,
                    allowed_roots=list(settings.allowed_roots), cgroup=cgroup,
-                   worktrees=settings.worktrees)
+                   worktrees=settings.worktrees, busy_timeout=settings.idle_timeout)
 
     def to_json(self) -> str:
         """One line of JSON, as it goes down the zygote's pipe."""

@@ -323,6 +323,21 @@ def _int(text: str | None) -> int:
         return 0
 
 
+ASK_PLACEHOLDER = "Ask Scout… (Enter to send, Shift+Enter for a new line)"
+ENDED_PLACEHOLDER = "This conversation cannot be continued: press New chat to start another"
+
+
+def composer(can_continue: bool = True, **changes: Any) -> Any:
+    """The message box: usable, or not when the conversation shown cannot be continued
+    (its history is gone: see the session's ``history_lost``)."""
+    return gr.update(interactive=can_continue, placeholder=ASK_PLACEHOLDER if can_continue else ENDED_PLACEHOLDER,
+                     **changes)
+
+
+def ended_notice(reason: str | None) -> dict[str, Any]:
+    return notice(f"🚫 {esc(reason or 'This conversation cannot be continued.')}", kind="error")
+
+
 def notice(text: str, kind: str = "info") -> dict[str, Any]:
     """A short status line in the conversation (outcome, error, placeholder); `text` is HTML."""
     return {"role": "assistant", "content": f'<div class="scout-note scout-{kind}">{text}</div>'}
@@ -691,8 +706,9 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
         epoch = conv.switch(session_id, view)
         tasks = doc.get("tasks", [])
         last_mode = next((t.get("mode") for t in reversed(tasks) if t.get("mode")), None)
+        can_continue = doc.get("can_continue", True)
         settings: dict[Any, Any] = {session_box: session_id, history: gr.update(value=session_id),
-                                    cwd_box: doc.get("cwd") or ""}
+                                    cwd_box: doc.get("cwd") or "", msg_box: composer(can_continue)}
         if last_mode:
             settings[mode_dd] = gr.update(value=last_mode)
         followed = False
@@ -720,6 +736,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                     return
             if not followed:  # the status line tells how the last task ended, as it did before a reload
                 last = task_view if tasks else None
+                if not can_continue:
+                    conv.done = conv.done + [ended_notice(doc.get("history_lost"))]
                 yield {**settings, chatbot: conv.done, task_box: "", status_md: status_line(session_id, last)}
                 return
             hist, _ = history_choices()
@@ -804,7 +822,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                 return
             hist, _ = history_choices()
             yield {task_box: "", send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False),
-                   history: gr.update(choices=hist, value=conv.session_id)}
+                   history: gr.update(choices=hist, value=conv.session_id), **ended_check(conv, view)}
         except Exception as exc:
             if conv.epoch == epoch:
                 conv.done = conv.done + conv.live + [error_message(exc, "Something went wrong")]
@@ -812,6 +830,20 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                        stop_btn: gr.update(visible=False)}
         finally:
             conv.release(epoch)
+
+    def ended_check(conv: Conversation, view: TaskView) -> dict[Any, Any]:
+        """After a failed task: if it found the conversation's history gone, say so and stop
+        offering to continue it."""
+        if view.status != "failed":
+            return {}
+        try:
+            doc = client.session(conv.session_id)
+        except ScoutAPIError:
+            return {}
+        if doc.get("can_continue", True):
+            return {}
+        conv.done = conv.done + [ended_notice(doc.get("history_lost"))]
+        return {chatbot: conv.shown([]), msg_box: composer(False)}
 
     def on_stop(task_id: str) -> dict[Any, Any]:
         if not task_id:
@@ -828,7 +860,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
     def on_new_chat(conv: Conversation, page_view: str) -> dict[Any, Any]:
         conv.switch(view=_int(page_view))
         hist, _ = history_choices()
-        return {chatbot: [], session_box: "", task_box: "", msg_box: "",
+        return {chatbot: [], session_box: "", task_box: "", msg_box: composer(True, value=""),
                 history: gr.update(choices=hist, value=None), status_md: "",
                 send_btn: gr.update(visible=True), stop_btn: gr.update(visible=False)}
 
@@ -965,8 +997,7 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                                      feedback_options=None, layout="bubble", scale=1,
                                      group_consecutive_messages=True)
                 with gr.Row(equal_height=True):
-                    msg_box = gr.Textbox(show_label=False,
-                                         placeholder="Ask Scout… (Enter to send, Shift+Enter for a new line)",
+                    msg_box = gr.Textbox(show_label=False, placeholder=ASK_PLACEHOLDER,
                                          lines=1, max_lines=8, scale=8, container=False, autofocus=True,
                                          elem_id="scout-input", submit_btn=False)
                     send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="scout-send")

@@ -25,8 +25,9 @@ from claude_agent_sdk import (
 
 from . import sandbox, workspace
 from .backends import open_store
+from .mirror import ScoutSessionStore, history_available
 from .modes import tool_matches
-from .store import EventLog, Task
+from .store import EventLog, Session, Task
 from .taskspec import WorkerSpec
 from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
 from .validate import ApiError, check_cwd
@@ -39,7 +40,9 @@ warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 def run(spec: WorkerSpec) -> int:
     """Run the task the spec names; returns the process's exit code."""
-    store = open_store(spec.db, migrate=False, max_bytes=spec.db_max_bytes, pool_size=2)
+    # A write that meets another process's lock waits for it, up to the task's idle limit.
+    store = open_store(spec.db, migrate=False, max_bytes=spec.db_max_bytes, pool_size=2,
+                       busy_timeout=spec.busy_timeout)
     store.max_events_per_task = spec.max_events_per_task  # past it: EventCapError, the task fails
     task = store.get_task(spec.task_id)
     if task is None or task.status not in ACTIVE or task.stop_requested:
@@ -49,6 +52,11 @@ def run(spec: WorkerSpec) -> int:
         check_where(task, spec)
         asyncio.run(_drive(store, task, spec, private_tmp))
         return 0
+    except HistoryLost as exc:  # the session is over: later messages to it are refused at once
+        print(f"scout worker: {exc}", file=sys.stderr, flush=True)
+        store.mark_history_lost(task.session_id, str(exc))
+        store.transition(task.id, FAILED, error=str(exc), unless_stop_requested=True)
+        return 1
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         workspace.log_task_changes(store, task.id)
@@ -57,6 +65,26 @@ def run(spec: WorkerSpec) -> int:
     finally:
         shutil.rmtree(private_tmp, ignore_errors=True)
         store.close()
+
+
+class HistoryLost(Exception):
+    """The session's earlier conversation is gone: neither Claude Code's file nor Scout's copy."""
+
+
+def history_lost_message(session: Session) -> str:
+    return (f"session {session.id} cannot be continued: its earlier conversation (Claude Code session "
+            f"{session.claude_session_id}) is gone: Claude Code's transcript file was deleted and Scout "
+            f"holds no copy of it. Start a new session (send without session_id).")
+
+
+def check_history(store: EventLog, session: Session | None) -> None:
+    """Raise HistoryLost unless the session is new or its conversation can be resumed."""
+    if session is None:
+        return
+    if session.history_lost:
+        raise HistoryLost(session.history_lost)
+    if session.claude_session_id and not history_available(store, session.claude_session_id):
+        raise HistoryLost(history_lost_message(session))
 
 
 class CannotRun(Exception):
@@ -93,6 +121,7 @@ def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None
     is where it runs when that is not its own cwd (the same place in its worktree)."""
     opts = task.options
     session = store.get_session(task.session_id)
+    check_history(store, session)
     append = "\n\n".join(p for p in (opts.get("mode_prompt"), opts.get("append_system_prompt")) if p)
     system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
     if append:
@@ -125,6 +154,12 @@ def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None
         hooks=_ask_hooks(opts),  # type: ignore[arg-type]
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
         env={"CLAUDE_CODE_TMPDIR": private_tmp} if private_tmp else {},
+        # Every transcript line also goes to Scout's log as Claude Code writes it ("eager"),
+        # and resume restores the conversation from there when Claude Code's file is gone.
+        # (list_sessions and list_session_summaries are left out on purpose: the SDK probes for
+        # them, and Scout always resumes by id, never "the latest session".)
+        session_store=ScoutSessionStore(store, task.session_id),  # type: ignore[abstract]
+        session_store_flush="eager",
         **extra,
     )
 

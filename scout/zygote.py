@@ -10,8 +10,8 @@ picture:
   with ``python -c "from scout.zygote import zygote_main; ..."``), with claude_agent_sdk
   already imported and only the environment Claude Code may see. It forks a task's
   processes in about a millisecond (a fresh interpreter would spend ~0.5 s importing the
-  SDK) and reports their pids and exit statuses over a pipe: WorkerSpec lines in on
-  stdin, JSON reports out on stdout.
+  SDK) and reports their pids and exit statuses over a unix socket beside the database:
+  WorkerSpec lines in, JSON reports out. It outlives a crashed server (see zygote_main).
 * The **leader** is the first fork: it starts a session of its own (so a server crash
   or a Ctrl-C does not reach the task), makes itself a child subreaper (so tool
   processes orphaned by a dying CLI are re-parented to it rather than to init), forks
@@ -20,7 +20,7 @@ picture:
 * The **worker** runs scout/worker.py's ``run`` and exits with its code.
 
 The server never imports this module (it starts the zygote by its name); its side of the
-pipe is scout/supervisor.py.
+socket is scout/supervisor.py.
 """
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ import json
 import os
 import selectors
 import signal
+import socket
+import struct
 import sys
-from typing import Any, TextIO
+from typing import Any
 
 import psutil
 import setproctitle
@@ -136,55 +138,90 @@ def _work(spec: WorkerSpec) -> None:
             os._exit(code)
 
 
-def zygote_main() -> None:
-    """The zygote's loop: spawn requests in on stdin, pid and exit reports out on stdout."""
+def zygote_main(address: str) -> None:
+    """The zygote's loop: it listens on `address` (see taskspec.zygote_address) for its
+    server; spawn requests come in, pid and exit reports go out.
+
+    It outlives its server. When the server goes away (shut down with tasks running, or
+    crashed) the zygote goes on reaping its leaders, keeps the exit statuses nobody heard,
+    and waits for the next server, which connects, hears them in its hello and takes over
+    the live leaders. So no leader is ever left to an init that may not reap (containers
+    without one), the next server learns how each adopted task really ended, and the
+    zygote itself never exits orphaned (it would stay a zombie there): it ends only when
+    told to by the server that started it, which reaps it.
+    """
+    listener = _listen(address)  # before the slow import: the server's connect waits in the backlog
     from . import worker  # noqa: F401  the expensive import, done once and shared by every fork
     import anyio._backends._asyncio  # noqa: F401  imported lazily by anyio; do it here, once
 
     setproctitle.setproctitle("scout: zygote")
     _set_subreaper()  # the leaders' orphans (after a worker dies) come here to be reaped
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    stdin = 0
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we end
-    leaders: set[int] = set()
+    leaders: dict[int, dict[str, Any]] = {}  # pid -> {"task_id", "started"}
+    unheard: list[dict[str, Any]] = []  # exit reports no server was connected to hear
+    conn: socket.socket | None = None
     sel = selectors.DefaultSelector()
-    sel.register(stdin, selectors.EVENT_READ)
+    sel.register(listener, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
     buf = b""
-    serving = True
-    while serving or leaders:
-        for key, _ in sel.select(timeout=1.0):  # also a tick to look for orphans (below)
+    quitting = False
+    while not (quitting and not leaders):
+        for key, _ in sel.select(timeout=1.0):
+            if key.fileobj is listener:
+                new, _ = listener.accept()
+                if not _same_user(new):
+                    new.close()
+                    continue
+                if conn is not None:  # the newest server wins: the old one is gone, or going
+                    sel.unregister(conn)
+                    conn.close()
+                conn, buf = new, b""
+                sel.register(conn, selectors.EVENT_READ)
+                setproctitle.setproctitle("scout: zygote")
+                hello = {"event": "hello", "pid": os.getpid(), "exited": unheard,
+                         "leaders": [{"pid": pid, **info} for pid, info in leaders.items()]}
+                if _report(conn, hello):
+                    unheard = []
+                continue
             if key.fd == wake_r:
                 os.read(wake_r, 4096)
                 continue
-            chunk = os.read(stdin, 65536)
-            if not chunk:
-                # The server went away (shut down, or crashed). The tasks keep running, to
-                # be adopted by the next server; we stay only to reap them as they end, so
-                # no leader is left to an init that may not reap (containers without one).
-                sel.unregister(stdin)
-                setproctitle.setproctitle("scout: zygote (server gone, reaping)")
-                serving = False
+            assert conn is not None
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:  # the server went away: keep reaping, and wait for the next one
+                sel.unregister(conn)
+                conn.close()
+                conn = None
+                setproctitle.setproctitle("scout: zygote (waiting for a server)")
                 continue
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
+                if json.loads(line).get("op") == "quit":
+                    quitting = True
+                    sel.unregister(listener)
+                    listener.close()
+                    if not address.startswith("\0"):
+                        _unlink(address)
+                    continue
                 spec = WorkerSpec.from_json(line)
                 pid = os.fork()
                 if pid == 0:
                     sel.close()
                     _lead(spec)
-                leaders.add(pid)
                 try:
                     started = psutil.Process(pid).create_time()
                 except psutil.Error:
                     started = None
-                serving = _report(out, {"event": "spawned", "task_id": spec.task_id, "pid": pid,
-                                        "started": started}) and serving
+                leaders[pid] = {"task_id": spec.task_id, "started": started}
+                _report(conn, {"event": "spawned", "task_id": spec.task_id, "pid": pid, "started": started})
         for pid in containment.children_of(os.getpid()):
             if pid not in leaders:  # an orphan of a leader that died before it could sweep
                 try:
@@ -198,17 +235,44 @@ def zygote_main() -> None:
                 break
             if pid == 0:
                 break
-            if pid in leaders:
-                leaders.discard(pid)
-                if serving:
-                    serving = _report(out, {"event": "exited", "pid": pid, "code": _exit_code(status)})
+            info = leaders.pop(pid, None)
+            if info is not None:
+                report = {"event": "exited", "pid": pid, "code": _exit_code(status), **info}
+                if conn is None or not _report(conn, report):
+                    unheard.append(report)
     os._exit(0)
 
 
-def _report(out: TextIO, message: dict[str, Any]) -> bool:
-    """Tell the server something; False once it is gone (its end of the pipe closed)."""
+def _listen(address: str) -> socket.socket:
+    """A listening unix socket at `address`, for this user only."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if not address.startswith("\0"):
+        _unlink(address)  # a stale one: the server connects before it starts a zygote
+    sock.bind(address)
+    if not address.startswith("\0"):
+        os.chmod(address, 0o600)
+    sock.listen(4)
+    return sock
+
+
+def _unlink(path: str) -> None:
     try:
-        out.write(json.dumps(message) + "\n")
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Is the peer a process of our own user (SO_PEERCRED)? Anyone else may not spawn tasks."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid == os.getuid()
+
+
+def _report(conn: socket.socket, message: dict[str, Any]) -> bool:
+    """Tell the server something; False once it is gone."""
+    try:
+        conn.sendall((json.dumps(message) + "\n").encode())
         return True
-    except (BrokenPipeError, OSError):
+    except OSError:
         return False

@@ -125,7 +125,7 @@ def test_help_for_every_subcommand(tmp_path: Path) -> None:
     assert top.returncode == 0, top.stderr
     commands = ["ask", "tasks", "show", "tail", "stop", "approve", "prune", "sessions", "session", "modes", "health", "mcp",
                 "changes", "merge", "discard"]
-    for name in commands + ["up", "serve", "ui"]:
+    for name in commands + ["up", "serve", "ui", "backup"]:
         assert re.search(rf"^\s+{name}\s", top.stdout, re.M), f"{name} missing from scout --help"
     for name in commands:
         res = run_cli(name, "--help", cwd=tmp_path)
@@ -135,6 +135,8 @@ def test_help_for_every_subcommand(tmp_path: Path) -> None:
     # `scout serve --help` is the server's own help, passed through.
     serve = run_cli("serve", "--help", cwd=tmp_path)
     assert serve.returncode == 0 and "usage: python -m scout.server" in serve.stdout, serve.stdout + serve.stderr
+    backup = run_cli("backup", "--help", cwd=tmp_path)
+    assert backup.returncode == 0 and backup.stdout.startswith("usage: scout backup") and "Restore" in backup.stdout
     # No command: help on stderr, exit 2.
     bare = run_cli(cwd=tmp_path)
     assert bare.returncode == 2 and "usage: scout" in bare.stderr

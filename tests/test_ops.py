@@ -236,7 +236,8 @@ def test_prune_request_validation(make_server):
         assert resp.status_code == 415
         empty = http.post(url, timeout=10)
         assert empty.status_code == 200
-        assert empty.json() == {"deleted_tasks": 0, "deleted_events": 0, "deleted_sessions": 0, "freed_bytes": 0}
+        assert empty.json() == {"deleted_tasks": 0, "deleted_events": 0, "deleted_sessions": 0, "freed_bytes": 0,
+                                "database_full": False}
 
 
 # -- the event cap -----------------------------------------------------------------------

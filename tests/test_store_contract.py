@@ -275,8 +275,11 @@ def test_deleting_a_sessions_last_task_deletes_the_session(store: EventLog) -> N
     assert first is not None
     second = store.create_task("two", {}, session_id=first.session_id)
     assert second is not None
+    store.append_transcript(first.session_id, "c4", "", [{"type": "user", "uuid": "u"}])
     assert store.delete_task(first.id) and store.get_session(first.session_id) is not None
+    assert store.load_transcript("c4") is not None  # the conversation goes on
     assert store.delete_task(second.id) and store.get_session(first.session_id) is None
+    assert store.load_transcript("c4") is None  # its transcript went with the session
 
 
 def test_health_verbs(store: EventLog) -> None:
@@ -287,3 +290,59 @@ def test_health_verbs(store: EventLog) -> None:
     assert isinstance(before, int) and store.size_bytes() > 0
     assert isinstance(store.compact(), dict)
     assert store.migrate() == store.schema_version()  # already up to date
+
+
+# -- Claude Code transcripts, history, space, backup ---------------------------------------
+
+def test_transcripts_are_kept_in_order_deduplicated_and_go_with_their_session(store: EventLog) -> None:
+    session = store.create_task("hi", {"mode": "Scout"}, session_id="s1")
+    assert session is not None
+    assert store.load_transcript("c1") is None and store.transcript_length("c1") == 0
+    store.append_transcript("s1", "c1", "", [{"type": "user", "uuid": "u1"}, {"type": "title"}])
+    store.append_transcript("s1", "c1", "", [{"type": "user", "uuid": "u1"},  # a retried batch
+                                             {"type": "assistant", "uuid": "a1", "n": [1, {"x": None}]}])
+    store.append_transcript("s1", "c1", "subagents/agent-1", [{"type": "user", "uuid": "u1"}])
+    assert store.load_transcript("c1") == [{"type": "user", "uuid": "u1"}, {"type": "title"},
+                                           {"type": "assistant", "uuid": "a1", "n": [1, {"x": None}]}]
+    assert store.transcript_length("c1") == 3 and store.transcript_uuids("c1") == {"u1", "a1"}
+    assert store.transcript_subpaths("c1") == ["subagents/agent-1"]
+    assert store.load_transcript("c1", "subagents/agent-1") == [{"type": "user", "uuid": "u1"}]
+    store.replace_transcript("s1", "c1", "", [{"type": "user", "uuid": "u2"}])
+    assert store.load_transcript("c1") == [{"type": "user", "uuid": "u2"}]
+    assert store.transcript_subpaths("c1") == ["subagents/agent-1"]  # untouched
+    store.delete_transcript("c1", "subagents/agent-1")
+    assert store.transcript_subpaths("c1") == [] and store.transcript_length("c1") == 1
+    store.append_transcript("s1", "c1", "subagents/agent-2", [{"type": "x"}])
+    store.delete_transcript("c1")  # the main one and every subagent's
+    assert store.load_transcript("c1") is None and store.transcript_subpaths("c1") == []
+    store.append_transcript("s1", "c2", "", [{"type": "x"}])
+    assert store.delete_session("s1") == 1
+    assert store.load_transcript("c2") is None
+
+
+def test_a_session_can_be_marked_as_not_continuable(store: EventLog) -> None:
+    assert store.create_task("hi", {"mode": "Scout"}, session_id="s2") is not None
+    session = store.get_session("s2")
+    assert session is not None and session.can_continue and session.history_lost is None
+    store.mark_history_lost("s2", "gone for good")
+    session = store.get_session("s2")
+    assert session is not None and not session.can_continue and session.history_lost == "gone for good"
+    assert [s["can_continue"] for s in store.list_sessions() if s["session_id"] == "s2"] == [False]
+
+
+def test_pruning_a_session_away_takes_its_transcript(store: EventLog) -> None:
+    done = task_in(store, COMPLETED)
+    task = store.get_task(done)
+    assert task is not None
+    store.append_transcript(task.session_id, "c3", "", [{"type": "user", "uuid": "u"}])
+    assert store.prune_finished(time.time() + 1)["sessions"] == 1
+    assert store.load_transcript("c3") is None
+
+
+def test_space_and_backup(store: EventLog, tmp_path: Path) -> None:
+    assert store.space_problem() is None
+    assert "locked" in store.busy_message()
+    task_in(store, COMPLETED)
+    copy = tmp_path / "copy.db"
+    store.backup(str(copy))  # what the copy holds is the backend's own format (SQLite: see test_durable)
+    assert copy.stat().st_size > 0

@@ -8,7 +8,7 @@ import pytest
 
 from scout import worker
 from scout.config import Settings
-from scout.taskspec import WorkerSpec
+from scout.taskspec import WorkerSpec, zygote_address
 
 
 def test_the_spec_comes_from_the_settings(tmp_path: Path) -> None:
@@ -49,3 +49,11 @@ def test_worker_main_builds_the_same_spec(tmp_path: Path, monkeypatch: pytest.Mo
         worker.main()
     assert exit_.value.code == 0
     assert seen == [WorkerSpec.from_settings("t9", Settings.from_env())]
+
+
+def test_each_node_of_a_shared_log_has_its_own_zygote_address() -> None:
+    url = "postgresql://scout@127.0.0.1:5432/scout"
+    a, b = zygote_address(url, "node-a"), zygote_address(url, "node-b")
+    assert a.startswith("\0") and b.startswith("\0") and a != b  # two nodes on one machine
+    assert zygote_address(url, "node-a") == a  # the next server of the node finds its zygote
+    assert zygote_address("/tmp/x/scout.db", "node-a") == "/tmp/x/scout.db.zygote"  # SQLite: beside the file

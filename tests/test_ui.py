@@ -564,6 +564,36 @@ def test_approval_buttons_answer_a_tool_request(page: "Page", stack: Stack, api:
     assert wait_status(api, task["task_id"], ("completed",))["status"] == "completed"
 
 
+def test_a_conversation_whose_history_is_gone_is_not_offered_again(page: "Page", stack: Stack, api: ScoutClient,
+                                                                    base: Path):
+    import sqlite3
+    open_ui(page, stack)
+    send(page, "remember the number 7")
+    expect(chat(page).locator(".scout-done")).to_have_count(1)
+    session_id = session_in_url(page)
+    claude_id = api.session(session_id)["claude_session_id"]
+    # Both copies of the conversation go: Claude Code's file, and Scout's.
+    for path in (base / "home" / ".claude" / "projects").glob(f"*/{claude_id}.jsonl"):
+        path.unlink()
+    conn = sqlite3.connect(base / "data" / "scout.db", timeout=30)
+    with conn:
+        conn.execute("DELETE FROM transcripts WHERE session_id = ?", (session_id,))
+    conn.close()
+    send(page, "ECHO-HISTORY what was it?")
+    expect(chat(page)).to_contain_text("cannot be continued")
+    box = page.locator("#scout-input textarea")
+    expect(box).to_be_disabled()
+    expect(box).to_have_attribute("placeholder", re.compile("New chat"))
+    page.reload()  # opened again (its link), it still says so
+    expect(chat(page)).to_contain_text("cannot be continued")
+    expect(page.locator("#scout-input textarea")).to_be_disabled()
+    page.locator("#scout-new-chat").click()
+    expect(box).to_be_editable()
+    send(page, "a fresh one")
+    expect(chat(page)).to_contain_text("ECHO: a fresh one")
+    assert newest_task(api)["session_id"] != session_id
+
+
 def test_worktree_changes_view_and_merge(page: "Page", stack: Stack, api: ScoutClient, project: Path):
     """A Code session in a git repository works in a worktree; the page shows its changes
     (files, +/−, the highlighted diff) and merges them into the checkout after a confirm."""
