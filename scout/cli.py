@@ -338,8 +338,10 @@ class EventRenderer:
         if part is not self._streaming:
             self._streaming, self.streamed = part, ""
         if not part.final:
-            out.write(part.text[len(self.streamed):])
-            self.streamed = part.text
+            # Mark it printed before printing: a Ctrl-C landing between the two must not make
+            # the next delta print this one again.
+            new, self.streamed = part.text[len(self.streamed):], part.text
+            out.write(new)
             self._label("writing")
             return
         if not self.streamed:

@@ -378,7 +378,11 @@ def test_a_poller_that_drops_the_tag_ends_with_its_task(make_server, tmp_path, h
     (tmp_path / "poller.py").write_text(POLLER)
     marker = f"poll-{how}-{secrets.token_hex(4)}.txt"
     start = f"env -u SCOUT_TASK_ID setsid nohup python3 {tmp_path}/poller.py {tmp_path}/{marker} >/dev/null 2>&1"
-    command = f"{start} &" if how == "setsid" else f"( {start} & ) ; echo forked"
+    # The command waits until the poller has run: otherwise a quick task can end, and take the
+    # poller with it, before the poller's Python has even started (seen in a clean-clone run).
+    ran = (f"python3 -c \"import os, sys, time; [time.sleep(0.05) for _ in range(200) "
+           f"if not os.path.exists(sys.argv[1])]\" {tmp_path}/{marker}")
+    command = f"{start} & {ran}" if how == "setsid" else f"( {start} & ) ; {ran}"
     doc = server.wait(server.chat(f"BASH: {command}", mode="Open", cwd=str(tmp_path)))
     assert doc["status"] == "completed", doc
     wait_for(lambda: (tmp_path / marker).exists(), timeout=10, what="the poller ran")
