@@ -280,7 +280,7 @@ class EventLog(Protocol):
     def append_transcript(self, session_id: str, claude_session_id: str, subpath: str,
                           entries: list[dict[str, Any]]) -> None:
         """Append transcript lines in order, kept with the Scout session; a line whose uuid is
-        already stored there is skipped."""
+        already stored there is skipped, and nothing is kept for a session that is gone."""
     def replace_transcript(self, session_id: str, claude_session_id: str, subpath: str,
                            entries: list[dict[str, Any]]) -> None:
         """Make the stored transcript exactly `entries`, atomically."""
@@ -1303,12 +1303,13 @@ def _busy(exc: sqlite3.Error) -> bool:
 
 def _insert_transcript(conn: sqlite3.Connection, session_id: str, claude_session_id: str, subpath: str,
                        entries: list[dict[str, Any]]) -> None:
-    """Insert transcript lines in order, skipping those whose uuid is already stored there."""
+    """Insert transcript lines in order, skipping those whose uuid is already stored there,
+    and all of them if the session is gone: a worker's last flush can come after a delete."""
     conn.executemany(
         "INSERT OR IGNORE INTO transcripts (session_id, claude_session_id, subpath, uuid, entry)"
-        " VALUES (?, ?, ?, ?, ?)",
+        " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)",
         [(session_id, claude_session_id, subpath, e.get("uuid") if isinstance(e.get("uuid"), str) else None,
-          json.dumps(e, separators=(",", ":"))) for e in entries])
+          json.dumps(e, separators=(",", ":")), session_id) for e in entries])
 
 
 def _split_sql(script: str) -> list[str]:

@@ -875,13 +875,15 @@ def _delete_sessions(conn: psycopg.Connection, ids: list[str], only_empty: bool 
 
 def _insert_transcript(conn: psycopg.Connection, session_id: str, claude_session_id: str, subpath: str,
                        entries: list[dict[str, Any]]) -> None:
-    """Insert transcript lines in order, skipping those whose uuid is already stored there."""
+    """Insert transcript lines in order, skipping those whose uuid is already stored there,
+    and all of them if the session is gone: a worker's last flush can come after a delete."""
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO transcripts (session_id, claude_session_id, subpath, uuid, entry)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            " SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM sessions WHERE id = %s)"
+            " ON CONFLICT DO NOTHING",
             [(session_id, claude_session_id, subpath, e.get("uuid") if isinstance(e.get("uuid"), str) else None,
-              json.dumps(e, separators=(",", ":"))) for e in entries])
+              json.dumps(e, separators=(",", ":")), session_id) for e in entries])
 
 
 def _startable(node: str | None, limit: int, lock: bool = False) -> tuple[str, list[Any]]:

@@ -318,6 +318,8 @@ def test_transcripts_are_kept_in_order_deduplicated_and_go_with_their_session(st
     store.append_transcript("s1", "c2", "", [{"type": "x"}])
     assert store.delete_session("s1") == 1
     assert store.load_transcript("c2") is None
+    store.append_transcript("s1", "c2", "", [{"type": "late", "uuid": "u9"}])  # a flush after the delete
+    assert store.load_transcript("c2") is None
 
 
 def test_a_session_can_be_marked_as_not_continuable(store: EventLog) -> None:
