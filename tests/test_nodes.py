@@ -104,12 +104,20 @@ def test_three_nodes_share_one_log(cluster, receiver: Receiver, tmp_path: Path):
     assert rest[-1]["event"] == "end" and rest[-1]["data"]["status"] == "cancelled"
     assert [int(e["id"]) for e in seen + rest[:-1]] == list(range(1, len(seen) + len(rest)))
 
+    # A conversation moves: its first turn runs on A, its second on B, in another HOME with
+    # no Claude Code transcript of it; the model still sees the first turn.
+    first = a.wait(c.chat("remember the lighthouse", node="A", session_id="conv-moves"), timeout=120)
+    assert (first["status"], first["node"]) == ("completed", "A")
+    second = b.wait(c.chat("ECHO-HISTORY", node="B", session_id="conv-moves"), timeout=120)
+    assert (second["status"], second["node"]) == ("completed", "B"), second["error"]
+    assert second["result"]["text"].startswith("remember the lighthouse | "), second["result"]["text"]
+
     # A's machine dies with a task running there and a follow-up queued behind it.
     session = "conv-on-a"
     running = b.chat("SLOW: 300 0.1", node="A", session_id=session)
     a.wait(running, statuses=("running",))
     wait_for(lambda: any(e["type"] == "text_delta" for e in events(b, running)), 60, "the task on A streaming")
-    queued = c.chat("after the loss", session_id=session)
+    queued = c.chat("ECHO-HISTORY", session_id=session)
     assert c.status(queued)["status"] == "pending"
     kill_machine(a, [running])
     died = time.monotonic()
@@ -118,10 +126,10 @@ def test_three_nodes_share_one_log(cluster, receiver: Receiver, tmp_path: Path):
     assert (doc["status"], doc["error"]) == ("failed", "node lost")
     follow = c.wait(queued, timeout=120)
     assert follow["node"] in ("B", "C") and follow["started_at"] is not None
-    # The follow-up resumes a conversation whose Claude Code transcript is in A's HOME:
-    # it completes once the transcript lives in the shared store (the history issue);
-    # until then Claude Code says so, and nothing else may go wrong.
-    assert follow["status"] == "completed" or "No conversation found" in follow["error"], follow["error"]
+    # The follow-up resumes a conversation whose Claude Code transcript was in A's HOME: the
+    # lines mirrored into the shared log before the kill carry it to B or C.
+    assert follow["status"] == "completed", follow["error"]
+    assert follow["result"]["text"].startswith("SLOW: 300 0.1 | "), follow["result"]["text"]
     for task_id in (running, queued):
         assert_whole_log(b, task_id)
     lost = [n for n in c.get("/nodes").json()["nodes"] if n["node"] == "A"]
