@@ -436,6 +436,29 @@ def _check_auth() -> None:
                        headers={"WWW-Authenticate": "Bearer"})
 
 
+HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                    415: "unsupported_media_type"}
+
+
+def as_api_error(err: Exception) -> ApiError:
+    """Any error a request raised, as the API's typed error (one handler turns it into JSON)."""
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, HTTPException):  # Flask's own: an unknown route, a method, a body too large
+        code = err.code or 500
+        headers = {}
+        if code == 405:
+            headers["Allow"] = ", ".join(getattr(err, "valid_methods", None) or [])
+        return ApiError(code, HTTP_ERROR_CODES.get(code, "http_error"), err.description or err.name,
+                        headers=headers)
+    if isinstance(err, StoreBusy):
+        return ApiError(503, "database_busy", str(err), headers={"Retry-After": "2"})
+    if isinstance(err, StoreError):
+        return ApiError(503, "database_unavailable", str(err))
+    log.exception("unexpected error")
+    return ApiError(500, "internal_error", f"internal error: {type(err).__name__}")
+
+
 def _error_response(err: ApiError) -> Response:
     resp = Response(json.dumps(err.body()), status=err.status, mimetype="application/json")
     for k, v in err.headers.items():
@@ -503,30 +526,9 @@ def create_app(settings: Settings | None = None, start: bool = True) -> Flask:
             log_request(*line)
         return resp
 
-    @app.errorhandler(ApiError)
-    def api_error(err: ApiError):
-        return _error_response(err)
-
-    @app.errorhandler(HTTPException)
-    def http_error(err: HTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "bad_request",
-                 415: "unsupported_media_type"}
-        resp = _error_response(ApiError(err.code or 500, codes.get(err.code or 500, "http_error"),
-                                        err.description or err.name))
-        if err.code == 405:
-            resp.headers["Allow"] = ", ".join(err.valid_methods or []) if hasattr(err, "valid_methods") else ""
-        return resp
-
-    @app.errorhandler(StoreError)
-    def store_error(err: StoreError):
-        if isinstance(err, StoreBusy):
-            return _error_response(ApiError(503, "database_busy", str(err), headers={"Retry-After": "2"}))
-        return _error_response(ApiError(503, "database_unavailable", str(err)))
-
     @app.errorhandler(Exception)
-    def unexpected(err: Exception):
-        log.exception("unexpected error")
-        return _error_response(ApiError(500, "internal_error", f"internal error: {type(err).__name__}"))
+    def error(err: Exception) -> Response:
+        return _error_response(as_api_error(err))
 
     if start:
         workspace_api.prune(store, settings.worktrees)  # worktrees whose session is gone

@@ -379,3 +379,25 @@ def test_body_limit_leaves_room_for_an_escaped_message():
         assert body_limit(limit) >= 6 * limit + 1024  # "\u0001" is 6 bytes for 1
         body = json.dumps({"message": "\x01" * limit, "append_system_prompt": "x" * limit}).encode()
         assert len(body) < body_limit(limit)
+
+
+def test_every_error_a_request_raises_becomes_one_typed_api_error():
+    from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
+
+    from scout.server import as_api_error
+    from scout.store import StoreBusy, StoreError
+
+    mine = ApiError(409, "conflict", "busy session")
+    assert as_api_error(mine) is mine
+    def shape(err: Exception) -> tuple[int, str, dict[str, str]]:
+        api = as_api_error(err)
+        return api.status, api.code, api.headers
+    assert shape(NotFound()) == (404, "not_found", {})
+    assert shape(MethodNotAllowed(valid_methods=["GET", "POST"])) == (405, "method_not_allowed",
+                                                                      {"Allow": "GET, POST"})
+    assert shape(RequestEntityTooLarge()) == (413, "too_large", {})
+    assert shape(StoreBusy("locked")) == (503, "database_busy", {"Retry-After": "2"})
+    assert shape(StoreError("gone")) == (503, "database_unavailable", {})
+    internal = as_api_error(KeyError("secret detail"))
+    assert (internal.status, internal.code) == (500, "internal_error")
+    assert "secret detail" not in internal.message  # a bug's details stay in the log
