@@ -162,6 +162,9 @@ def sleep_forever() -> None:
 
 def main() -> None:
     """Run the failure mode named by ``FAKE_CLAUDE_MODE``."""
+    if sys.argv[1:] == ["--version"]:  # the server asks at start-up, before any task
+        print(f"{VERSION} (Claude Code)", flush=True)
+        return
     mode = os.environ.get("FAKE_CLAUDE_MODE", "")
     if mode not in MODES:
         sys.stderr.write(f"fake_claude: set FAKE_CLAUDE_MODE to one of {', '.join(MODES)} (got {mode!r})\n")

@@ -17,7 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import TERMINAL, ScoutServer, read_sse, tagged_processes
+from conftest import TERMINAL, ScoutServer, read_sse, tagged_processes, wait_for
 from scout.store import EventCapError, Store
 from scout.transcript import session_markdown, task_markdown
 from scout.webhooks import verify
@@ -84,6 +84,9 @@ def test_prune_deletes_exactly_the_old_finished_tasks(make_server):
         server.wait(task_id)
     cancelled = server.chat(LONG)
     server.wait(cancelled, statuses=("running",))
+    # "running" comes with the claim; its leader opens the log a moment later (a stop in
+    # between leaves no log, which is not what this test is about).
+    wait_for(lambda: worker_log(server, cancelled).exists(), 30, "the stopped task's log")
     server.post(f"/chat/{cancelled}/stop")
     old_finished = old_done + [shared, cancelled]
     running = server.chat(LONG)
