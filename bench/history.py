@@ -2,7 +2,8 @@
 
 The database is filled through the Store's public methods (create_task, append_event,
 transition; it has no bulk insert) before the server starts; every task ends completed
-(by way of running: the store allows only the legal moves) so the supervisor leaves them alone. Then, against the server:
+(by way of running: the store allows only the legal moves) so the supervisor leaves them alone.
+Then, against the server:
 
 * GET /chat/{id}/status (with its 10,000 events) and GET /chat/{id}/stream (replaying
   them): time to the first byte on a new connection, and to the end of the answer;

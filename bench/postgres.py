@@ -133,7 +133,8 @@ def run(ctx: Context) -> Result:
         res.show(f"3 nodes × {per_node} tasks: completed / wall / tasks per s",
                  f"{three['completed']}/{three['tasks']} / {three['wall_s']:.1f} s / {three['tasks_per_s']:.2f}")
         res.show("3 nodes: POST→completed p50 / p99",
-                 f"{three['post_to_completed_ms']['p50'] / 1000:.1f} / {three['post_to_completed_ms']['p99'] / 1000:.1f}",
+                 f"{three['post_to_completed_ms']['p50'] / 1000:.1f}"
+                 f" / {three['post_to_completed_ms']['p99'] / 1000:.1f}",
                  "s")
         res.show("3 nodes: tasks run per node", ", ".join(f"{k} {v}" for k, v in sorted(three["ran_on"].items())))
         res.check("3 nodes: every task completed", three["completed"], "==", three["tasks"])

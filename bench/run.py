@@ -129,7 +129,7 @@ def render(report: dict[str, Any]) -> str:
     head = ("benchmark", "measure", "value", "target", "result")
     widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i]) for i in range(5)]
     widths[1] = min(widths[1], 60)
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
     for r in rows:
         label = r[1]
@@ -137,7 +137,7 @@ def render(report: dict[str, Any]) -> str:
         while label or first:  # wrap long labels
             piece, label = label[:widths[1]], label[widths[1]:]
             cells = (r[0], piece, r[2], r[3], r[4]) if first else ("", piece, "", "", "")
-            lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
+            lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
             first = False
     noisy = [f"{n} {e['cpu']['other_cores']:.2f}" for n, e in report["benchmarks"].items()
              if e.get("cpu", {}).get("other_cores", 0) >= 0.1]

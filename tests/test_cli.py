@@ -123,8 +123,8 @@ def run_in_pty(args: list[str], env: dict[str, str], cwd: Path, react: Any, time
 def test_help_for_every_subcommand(tmp_path: Path) -> None:
     top = run_cli("--help", cwd=tmp_path)
     assert top.returncode == 0, top.stderr
-    commands = ["ask", "tasks", "show", "tail", "stop", "approve", "prune", "sessions", "session", "modes", "health", "mcp",
-                "changes", "merge", "discard"]
+    commands = ["ask", "tasks", "show", "tail", "stop", "approve", "prune", "sessions", "session", "modes",
+                "health", "mcp", "changes", "merge", "discard"]
     for name in commands + ["up", "serve", "ui", "backup"]:
         assert re.search(rf"^\s+{name}\s", top.stdout, re.M), f"{name} missing from scout --help"
     for name in commands:
@@ -145,8 +145,8 @@ def test_help_for_every_subcommand(tmp_path: Path) -> None:
 def test_help_does_not_import_requests_or_the_server(tmp_path: Path) -> None:
     code = ("import sys, scout.cli as c\n"
             "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', sorted(m for m in ('requests', 'flask', 'gradio', 'scout.server', 'claude_agent_sdk', 'mcp')"
-            " if m in sys.modules))")
+            "print('LOADED', sorted(m for m in ('requests', 'flask', 'gradio', 'scout.server',"
+            " 'claude_agent_sdk', 'mcp') if m in sys.modules))")
     res = subprocess.run([PY, "-c", code], cwd=str(tmp_path), env=cli_env(), capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0, res.stderr
@@ -165,7 +165,8 @@ def test_up_serve_ui_call_their_modules_main_with_the_rest_of_the_arguments(monk
     assert calls == [("up", ["--port", "9001", "--ui-port", "9002"]), ("serve", ["--help"]), ("ui", [])]
 
 
-def test_missing_launcher_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_missing_launcher_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setitem(sys.modules, "scout.launcher", None)  # import raises ImportError
     assert cli.main(["up"]) == 2
     err = capsys.readouterr().err
@@ -513,7 +514,7 @@ def test_sessions_session_modes_health(server: ScoutServer, work: Path) -> None:
     assert re.search(r"^Scout \*\s+Investigates", modes.stdout, re.M) and re.search(r"^Plan\s", modes.stdout, re.M)
     assert json.loads(run_cli("--json", "modes", server=server, cwd=work).stdout)["default"] == "Scout"
     health = run_cli("health", server=server, cwd=work)
-    assert health.returncode == 0 and health.stdout.startswith(f"ok  Scout ") and server.url in health.stdout
+    assert health.returncode == 0 and health.stdout.startswith("ok  Scout ") and server.url in health.stdout
 
 
 def test_plan_mode_refusal_is_shown_as_a_failed_tool_step(server: ScoutServer, work: Path) -> None:

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import read_sse, tagged_processes, wait_for
+from conftest import read_sse, tagged_processes
 from scout.store import Store
 
 

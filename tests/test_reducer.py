@@ -29,7 +29,8 @@ def test_deltas_stream_into_a_block_the_assistant_event_replaces() -> None:
 
 
 def test_a_block_without_deltas_and_a_cut_off_stream() -> None:
-    f = fold(("assistant", {"text": "whole"}), ("text_delta", {"text": "cut "}), ("tool_use", {"id": "u", "name": "Read"}))
+    f = fold(("assistant", {"text": "whole"}), ("text_delta", {"text": "cut "}),
+             ("tool_use", {"id": "u", "name": "Read"}))
     first, cut, tool = f.parts
     assert first == Text("whole", final=True) and cut == Text("cut ", final=False)  # partial: never completed
     assert isinstance(tool, Tool)
@@ -46,7 +47,8 @@ def test_a_tool_result_finds_its_call() -> None:
     f = fold(("tool_use", {"id": "u1", "name": "Bash", "input": {"command": "ls"}}, 10.0),
              ("tool_use", {"id": "u2", "name": "Read", "input": {"file_path": "/x"}}, 10.5),
              ("tool_result", {"tool_use_id": "u1", "content": "a.txt", "is_error": False}, 11.25),
-             ("tool_result", {"tool_use_id": "u2", "content": [{"type": "text", "text": "no"}], "is_error": True}, 12.0),
+             ("tool_result", {"tool_use_id": "u2", "content": [{"type": "text", "text": "no"}],
+                              "is_error": True}, 12.0),
              ("tool_result", {"tool_use_id": "lost", "content": "?"}, 13.0))
     bash, read, orphan = f.parts
     assert isinstance(bash, Tool) and bash.done and bash.output == "a.txt" and bash.seconds == 1.25
@@ -60,7 +62,8 @@ def test_approvals_are_asked_answered_and_closed() -> None:
              ("approval_request", {"tool_use_id": "a2", "tool": "Write", "input": {}}))
     assert [a.tool_use_id for a in f.asking] == ["a1", "a2"]
     answered = f.apply("approval", {"tool_use_id": "a1", "decision": "deny", "reason": "no"})
-    assert isinstance(answered, Approval) and (answered.decision, answered.reason, answered.timeout) == ("deny", "no", 30.0)
+    assert isinstance(answered, Approval)
+    assert (answered.decision, answered.reason, answered.timeout) == ("deny", "no", 30.0)
     assert [a.tool_use_id for a in f.asking] == ["a2"]
     f.apply("status", {"status": "cancelled"}, None, 5.0)
     assert f.closed and f.asking == [] and f.finished_at == 5.0 and f.started_at == 1.0

@@ -241,7 +241,7 @@ def test_concurrent_claims_never_start_a_task_twice(db_url):
     assert len(ids) == len(set(ids)) == 40
     for session in range(10):  # a session's tasks ran in order, one at a time
         tasks = store.session_tasks(f"s{session}")
-        for before, after in zip(tasks, tasks[1:]):
+        for before, after in zip(tasks, tasks[1:], strict=False):
             assert after.started_at >= before.started_at
     store.close()
 

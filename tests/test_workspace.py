@@ -215,7 +215,8 @@ def test_merge_without_a_git_identity(repo: Path, root: str, monkeypatch: pytest
     ws = made(repo, root, "s")
     (Path(ws.path) / "new.txt").write_text("x\n")
     (repo / "a.txt").write_text("moved on\n")
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qam", "u"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qam", "u"],
+                   check=True)
     commit = wsm.merge(ws, root, "s").commit  # git's guess of an identity, or Scout's own
     assert sh(repo, "rev-parse", "main") == commit and (repo / "new.txt").exists()
 

@@ -216,8 +216,8 @@ def test_cli_ask_changes_merge_discard(make_server: Any, repo: Path, tmp_path: P
     res = run_cli("changes", session[:8], server=server, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert f"scout/{session} in " in lines[0] and any(l.startswith("M  a.txt") and "+1 −1" in l for l in lines)
-    assert any(l.startswith("A  n.txt") for l in lines) and lines[-1].startswith("2 files changed, +2 −1 since ")
+    assert f"scout/{session} in " in lines[0] and any(x.startswith("M  a.txt") and "+1 −1" in x for x in lines)
+    assert any(x.startswith("A  n.txt") for x in lines) and lines[-1].startswith("2 files changed, +2 −1 since ")
     patch = run_cli("changes", session, "--patch", server=server, cwd=tmp_path).stdout
     assert "+cli" in patch and "diff --git a/n.txt b/n.txt" in patch
     (repo / "a.txt").write_text("dirty\n")
