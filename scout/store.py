@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Protocol
 
 from .vocab import PENDING, RUNNING, STATUSES, TERMINAL, WAITING, EventType, TaskStatus, can_transition
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -112,6 +112,11 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX transcripts_by_session ON transcripts(session_id);
     ALTER TABLE sessions ADD COLUMN history_lost TEXT;
     """,
+    # 8: the task whose process tree ran each task: itself when it started cold, an earlier
+    # task of its session when it ran in that task's warm Claude Code process.
+    """
+    ALTER TABLE tasks ADD COLUMN run_id TEXT;
+    """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -154,10 +159,22 @@ class Task:
     workspace_start: str | None = None  # the worktree's tree when the task began
     node: str | None = None  # the node that runs (ran) it, on a shared log
     want_node: str | None = None  # the node it must run on, if the client named one
+    run_id: str | None = None  # the task whose process tree runs (ran) it; see tree_id
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def tree_id(self) -> str:
+        """The id its processes are tagged (and its cgroup named) with: its own when it
+        started cold, the first task's of a warm process it ran in."""
+        return self.run_id or self.id
+
+    @property
+    def ran_warm(self) -> bool:
+        """Did it run in an earlier task's warm Claude Code process?"""
+        return self.run_id is not None and self.run_id != self.id
 
 
 @dataclass
@@ -216,6 +233,7 @@ def _task(row: Any) -> Task:
         result=json.loads(row["result"]) if row["result"] else None,
         worker_pid=row["worker_pid"], worker_started=row["worker_started"],
         stop_requested=bool(row["stop_requested"]), workspace_start=row["workspace_start"], node=row["node"],
+        run_id=row["run_id"],
     )
 
 
@@ -328,8 +346,9 @@ class EventLog(Protocol):
                    **fields: Any) -> bool:
         """Change a task's status if vocab.TRANSITIONS allows it, with its status event, atomically;
         whether it happened. A terminal change reaches the task row even when the log is full."""
-    def set_worker(self, task_id: str, pid: int, started: float) -> None:
-        """Record the identity (pid and start time) of the task's leader process."""
+    def set_worker(self, task_id: str, pid: int, started: float, run_id: str | None = None) -> None:
+        """Record the identity (pid and start time) of the task's leader process, and the task
+        whose process tree it is (`run_id`; None: the task's own)."""
     def request_stop(self, task_id: str, by: str | None = None) -> None:
         """Mark the task as asked to stop (a worker checks it before it starts) and tell every
         node's on_stop_request callbacks; `by` names the node asking."""
@@ -916,11 +935,11 @@ class Store(LogPages, EventLog):
                 if self.max_bytes:
                     page = conn.execute("PRAGMA page_size").fetchone()[0]
                     conn.execute(f"PRAGMA max_page_count = {max(1, self.max_bytes // page)}")
-    def set_worker(self, task_id: str, pid: int, started: float) -> None:
-        """Record the worker's identity: its pid and its process start time."""
+    def set_worker(self, task_id: str, pid: int, started: float, run_id: str | None = None) -> None:
+        """Record the worker's identity: its pid and its process start time, and its tree's task."""
         def fn(conn):
-            conn.execute("UPDATE tasks SET worker_pid = ?, worker_started = ? WHERE id = ?",
-                         (pid, started, task_id))
+            conn.execute("UPDATE tasks SET worker_pid = ?, worker_started = ?, run_id = ? WHERE id = ?",
+                         (pid, started, run_id or task_id, task_id))
         self._write(fn)
 
     def set_workspace_start(self, task_id: str, tree: str) -> None:
@@ -938,7 +957,7 @@ class Store(LogPages, EventLog):
     def requeue(self, task_id: str) -> bool:
         """Put an active task that never really started back in the queue (forgetting its worker)."""
         return self.transition(task_id, PENDING, note={"requeued": True},
-                               started_at=None, worker_pid=None, worker_started=None)
+                               started_at=None, worker_pid=None, worker_started=None, run_id=None)
 
     def delete_task(self, task_id: str) -> bool:
         """Delete a task with its events and approvals, and its session if this was the

@@ -53,7 +53,7 @@ from .vocab import ACTIVE, FAILED, NODE_LOST, PENDING, RUNNING, STATUSES, TERMIN
 
 log = logging.getLogger("scout.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # libpq's TCP keepalives on every connection: a peer that vanished is noticed in ~11 s, not hours.
 KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 EVENTS_CHANNEL, STOP_CHANNEL = "scout_events", "scout_stop"
@@ -157,11 +157,15 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX transcripts_by_session ON transcripts (session_id);
     ALTER TABLE sessions ADD COLUMN history_lost text;
     """,
+    # 4: the task whose process tree ran each task (as SQLite's 8): warm sessions.
+    """
+    ALTER TABLE tasks ADD COLUMN run_id text;
+    """,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _TASK_COLUMNS = frozenset({"status", "started_at", "finished_at", "error", "result", "worker_pid",
-                           "worker_started", "node"})
+                           "worker_started", "node", "run_id"})
 
 _APPEND = """
 WITH s AS (UPDATE event_seqs SET last_seq = last_seq + 1 WHERE task_id = %(t)s {cap} RETURNING last_seq),
@@ -559,9 +563,10 @@ class PgStore(LogPages):
                          unless_stop_requested, note or {}, fields)
         return self._write(_transition, task_id, change, time.time())
 
-    def set_worker(self, task_id: str, pid: int, started: float) -> None:
+    def set_worker(self, task_id: str, pid: int, started: float, run_id: str | None = None) -> None:
         self._write(lambda conn: conn.execute(
-            "UPDATE tasks SET worker_pid = %s, worker_started = %s WHERE id = %s", (pid, started, task_id)))
+            "UPDATE tasks SET worker_pid = %s, worker_started = %s, run_id = %s WHERE id = %s",
+            (pid, started, run_id or task_id, task_id)))
 
     def set_workspace_start(self, task_id: str, tree: str) -> None:
         self._write(lambda conn: conn.execute("UPDATE tasks SET workspace_start = %s WHERE id = %s",
@@ -580,7 +585,7 @@ class PgStore(LogPages):
     def requeue(self, task_id: str) -> bool:
         """Put an active task that never really started back in the queue, for any node."""
         return self.transition(task_id, PENDING, note={"requeued": True}, started_at=None, worker_pid=None,
-                               worker_started=None, node=None)
+                               worker_started=None, run_id=None, node=None)
 
     def delete_task(self, task_id: str) -> bool:
         """Delete a task with its events and approvals, and its session if no task is left in it."""

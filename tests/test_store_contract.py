@@ -119,14 +119,24 @@ def test_requeue_goes_back_to_pending_and_forgets_the_worker(store: EventLog) ->
     store.set_worker(task_id, 4242, 123.5)
     task = store.get_task(task_id)
     assert task is not None and (task.worker_pid, task.worker_started) == (4242, 123.5)
+    assert task.tree_id == task_id and not task.ran_warm  # its own process tree
     assert store.requeue(task_id)
     task = store.get_task(task_id)
     assert task is not None and task.status == PENDING
-    assert (task.worker_pid, task.worker_started, task.started_at) == (None, None, None)
+    assert (task.worker_pid, task.worker_started, task.started_at, task.run_id) == (None, None, None, None)
     assert store.events_after(task_id)[-1].payload == {"status": "pending", "requeued": True}
     assert not store.requeue(task_id)  # pending -> pending is not a transition
     done = task_in(store, COMPLETED)
     assert not store.requeue(done)
+
+
+def test_a_task_run_in_a_warm_process_records_whose_tree_it_is(store: EventLog) -> None:
+    first = task_in(store, COMPLETED)
+    follow_up = task_in(store, RUNNING)
+    store.set_worker(follow_up, 4242, 123.5, run_id=first)
+    task = store.get_task(follow_up)
+    assert task is not None and task.run_id == first and task.tree_id == first and task.ran_warm
+    assert task.worker_pid == 4242
 
 
 def test_terminal_statuses_are_final_in_the_table() -> None:
