@@ -41,7 +41,7 @@ serve: $(STAMP)
 # The fast layer: no server, no Claude Code; the rules, the store contract, the event fold,
 # the worker spec and the module layers, in seconds.
 FAST_TESTS := tests/test_vocab.py tests/test_store_contract.py tests/test_reducer.py \
-              tests/test_taskspec.py tests/test_layers.py
+              tests/test_taskspec.py tests/test_layers.py tests/test_supervisor_states.py
 
 ## make test-fast: the fast layer alone (seconds)
 test-fast: $(TSTAMP)

@@ -241,6 +241,7 @@ class Scratch:
         env.update({
             "SCOUT_DB": self.db, "SCOUT_ALLOWED_ROOTS": self.cwd, "SCOUT_STOP_GRACE": "1",
             "SCOUT_SHUTDOWN": "cancel", "PYTHONPATH": str(ROOT),
+            "SCOUT_SESSION_IDLE": "0",  # each task cold, as measured before warm sessions; bench/warm.py turns it on
         })
         env.update({k: str(v) for k, v in overrides.items()})
         srv = ScoutServer(env=env, workdir=self.path)

@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "idle": ("bench.idle", "idle CPU of the web UI (no browser) and of the API server"),
     "worktrees": ("bench.worktrees", "worktree of 10,000 files: create, snapshot, changes; POST→first event vs shared"),
     "postgres": ("bench.postgres", "PostgreSQL next to SQLite: ingest, SSE delivery; 3 nodes × N tasks"),
+    "warm": ("bench.warm", "a follow-up warm, cold and as bare `claude -p --resume`; an idle warm process's memory"),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -40,7 +40,7 @@ def _int(env: dict[str, str], name: str, default: int, low: int = 0) -> int:
     return value
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _float(env: dict[str, str], name: str, default: float, zero_ok: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -48,8 +48,8 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, not {value}")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{name} must be {'0 or more' if zero_ok else 'positive'}, not {value}")
     return value
 
 
@@ -98,6 +98,9 @@ class Settings:
     task_nice: int = 10
     containment: str = "auto"
     sse_keepalive: float = 15.0
+    # Warm sessions: a conversation's Claude Code stays alive between turns (0: off).
+    session_idle: float = 300.0
+    max_warm: int = 8
     # Operations (see docs/api-brief.md, "Operations").
     retention_days: float = 30.0
     retention_interval: float = 3600.0
@@ -154,6 +157,8 @@ class Settings:
             task_nice=_int(env, "SCOUT_TASK_NICE", 10),
             containment=_choice(env, "SCOUT_CONTAINMENT", ("auto", "subreaper")),
             sse_keepalive=_float(env, "SCOUT_SSE_KEEPALIVE", 15.0),
+            session_idle=_float(env, "SCOUT_SESSION_IDLE", 300.0, zero_ok=True),
+            max_warm=_int(env, "SCOUT_MAX_WARM", 8, low=0),
             **_ops_settings(env),
             **_node_settings(env),
         )

@@ -72,6 +72,7 @@ def task_detail(task: Task, events: list[Event] | None) -> dict[str, Any]:
         "created_at": task.created_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
         "worker_pid": task.worker_pid, "result": None, "node": task.node,
+        "warm": task.ran_warm,
         "workspace": Workspace.from_dict(task.options.get("workspace")).public(),
     }
     if task.result:

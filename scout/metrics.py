@@ -63,6 +63,8 @@ class ScoutCollector(Collector):
         yield GaugeMetricFamily("scout_workers_active", "Task processes this server (node) supervises",
                                 value=s.supervisor.running_count())
         yield GaugeMetricFamily("scout_workers_max", "SCOUT_MAX_WORKERS", value=s.settings.max_workers)
+        yield GaugeMetricFamily("scout_warm_sessions", "Idle warm Claude Code processes (SCOUT_MAX_WARM caps)",
+                                value=s.supervisor.warm_count())
         yield GaugeMetricFamily("scout_sse_streams", "Open SSE streams", value=s.watcher.streams)
         extra = self.extra()
         hooks = CounterMetricFamily("scout_webhook_deliveries", "Webhook delivery attempts by result "

@@ -234,6 +234,8 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
             "created_at": TIME,
             "started_at": TIME_OR_NULL, "finished_at": TIME_OR_NULL, "worker_pid": INT_OR_NULL,
             "node": {"type": ["string", "null"], "description": "the node (server) that runs or ran it"},
+            "warm": {"type": "boolean", "description": "it ran in its session's warm Claude Code process "
+                                                       "(an earlier task's); false: a new process"},
             "result": {"oneOf": [{"type": "null"}, _ref("Result")]},
             "events": {"type": "array", "items": _ref("Event"),
                        "description": "left out with ?events=false"},
@@ -325,6 +327,9 @@ def schemas(modes: list[str], max_message_bytes: int) -> dict[str, Any]:
                            required=["path", "version", "missing"]),
             "tasks": _obj({RUNNING: INT, WAITING: INT, PENDING: INT}),
             "workers": _obj({"max": INT, "active": INT, "zygote_alive": BOOL}),
+            "warm": _obj({"idle": {"type": "integer", "description": "idle warm Claude Code processes"},
+                          "max": {"type": "integer", "description": "SCOUT_MAX_WARM"},
+                          "idle_limit_s": {"type": "number", "description": "SCOUT_SESSION_IDLE (0: off)"}}),
             "streams": {"type": "integer", "description": "open SSE streams"},
             "max_streams": {"type": "integer", "description": "SCOUT_MAX_STREAMS"},
             "sandbox": _obj({"available": BOOL, "error": STR}, required=["available"]),

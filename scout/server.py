@@ -159,7 +159,7 @@ def start_chat():
                        f"{s.settings.max_pending} tasks are already waiting; try again later",
                        headers={"Retry-After": "5"})
     if busy and on_busy == "interrupt":
-        s.supervisor.stop_in_background([t.id for t in busy])
+        s.supervisor.interrupt_in_background([t.id for t in busy])
     s.supervisor.wake()
     body = {"task_id": task.id, "status": task.status, "session_id": task.session_id}
     return body, 202, {"Location": f"/chat/{task.id}/status"}
@@ -313,6 +313,7 @@ def delete_task(task_id: str):
     s.watcher.touch(task.id)
     session_deleted = s.store.get_session(task.session_id) is None
     if session_deleted and session is not None:
+        s.supervisor.end_session(session.id)
         workspace_api.remove_for_session(s.store, session, s.settings.worktrees)
     return {"task_id": task.id, "deleted": True, "session_deleted": session_deleted}
 
@@ -348,6 +349,7 @@ def delete_session(session_id: str):
         if not task.finished:
             s.supervisor.stop(task.id)
     deleted = s.store.delete_session(session.id) or 0
+    s.supervisor.end_session(session.id)  # its warm Claude Code, if it has one
     workspace_api.remove_for_session(s.store, session, s.settings.worktrees)
     return {"session_id": session.id, "deleted": True, "tasks_deleted": deleted}
 
@@ -377,8 +379,9 @@ def health():
         s.check_writable()
     except StoreError as exc:
         db.update(ok=False, error=str(exc))
-    if s.supervisor.last_error:
-        db.update(ok=False, error=s.supervisor.last_error)
+    dispatcher_error = s.supervisor.fresh_error()
+    if dispatcher_error:
+        db.update(ok=False, error=dispatcher_error)
     if s.node is not None and s.node.last_error:
         db.update(ok=False, error=f"node heartbeat: {s.node.last_error}")
     ok = db["ok"] and not s.claude.get("missing", False)
@@ -388,6 +391,8 @@ def health():
         "tasks": {str(s): counts.get(s, 0) for s in (RUNNING, WAITING, PENDING)},
         "workers": {"max": s.settings.max_workers, "active": s.supervisor.running_count(),
                     "zygote_alive": s.supervisor.zygote_alive()},
+        "warm": {"idle": s.supervisor.warm_count(), "max": s.settings.max_warm,
+                 "idle_limit_s": s.settings.session_idle},
         "node": node_health(s),
         "streams": s.watcher.streams, "max_streams": s.settings.max_streams,
         "sandbox": s.sandbox.to_dict(),

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import is_postgres_url
 
@@ -40,12 +40,35 @@ def zygote_address(db: str, node: str = "") -> str:
     A PostgreSQL log has no file to sit beside and is shared by nodes, several of which may
     run on one machine: there each node has its own name in the abstract namespace, so no
     node connects to (and takes over the tasks of) another node's zygote."""
+    return _address(db, node, "zygote")
+
+
+def warm_address(db: str, node: str = "") -> str:
+    """Where the server of the database `db` (and node) listens for its warm workers: found
+    the same way as the zygote's, so a warm worker left by a crashed server reaches the next."""
+    return _address(db, node, "warm")
+
+
+def _address(db: str, node: str, kind: str) -> str:
     if is_postgres_url(db):
-        return "\0scout-zygote-" + hashlib.sha256(f"{db}\0{node}".encode()).hexdigest()[:32]
-    path = os.path.abspath(db) + ".zygote"
+        return f"\0scout-{kind}-" + hashlib.sha256(f"{db}\0{node}".encode()).hexdigest()[:32]
+    path = os.path.abspath(db) + "." + kind
     if len(path.encode()) < 100:
         return path
-    return "\0scout-zygote-" + hashlib.sha256(path.encode()).hexdigest()[:32]
+    return f"\0scout-{kind}-" + hashlib.sha256(path.encode()).hexdigest()[:32]
+
+
+# Options a warm Claude Code process takes live at the next turn (the model and permission
+# mode through the SDK's control requests), or that never reach it (the webhook).
+LIVE_OPTIONS = frozenset({"model", "permission_mode", "webhook_url"})
+
+
+def warm_key(options: dict[str, Any]) -> str:
+    """What a task's Claude Code process was started with, as one string: a follow-up runs in
+    a session's warm process only when its key is the same (same cwd, mode, tools, system
+    prompt, workspace, sandbox...); anything else starts cold."""
+    fixed = {k: v for k, v in options.items() if k not in LIVE_OPTIONS}
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,8 @@ class WorkerSpec:
     cgroup: str | None = None                # the task's cgroup (scout/containment.py), if any
     worktrees: str = ""                      # SCOUT_WORKTREES (its lock files, for a new worktree)
     busy_timeout: float = 900.0              # how long a write waits for another's lock: SCOUT_IDLE_TIMEOUT
+    session_idle: float = 0.0                # SCOUT_SESSION_IDLE: stay warm this long after a turn (0: exit)
+    warm_address: str = ""                   # where the server hears its warm workers (taskspec.warm_address)
 
     @classmethod
     def from_settings(cls, task_id: str, settings: Settings, log_path: str | None = None,
@@ -75,7 +100,9 @@ class WorkerSpec:
                    approval_timeout=settings.approval_timeout,
                    max_events_per_task=settings.max_events_per_task or None,
                    allowed_roots=list(settings.allowed_roots), cgroup=cgroup,
-                   worktrees=settings.worktrees, busy_timeout=settings.idle_timeout)
+                   worktrees=settings.worktrees, busy_timeout=settings.idle_timeout,
+                   session_idle=settings.session_idle if settings.max_warm else 0.0,
+                   warm_address=warm_address(db, settings.node_id))
 
     def to_json(self) -> str:
         """One line of JSON, as it goes down the zygote's pipe."""

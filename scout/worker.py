@@ -2,25 +2,34 @@
 
 It runs in a process of its own (started by the supervisor) and appends every
 message Claude Code sends to the event log the moment it arrives. It owns the
-task's happy ending (completed, or failed with Claude Code's own error); the
-supervisor owns every other ending (cancelled, lost, timed out).
+task's happy ending (completed, or failed with Claude Code's own error, or cancelled
+by an interrupt it carried out); the supervisor owns every other ending (cancelled,
+lost, timed out).
+
+Warm sessions (SCOUT_SESSION_IDLE > 0): the worker holds its Claude Code process in a
+ClaudeSDKClient, tells the server over a unix socket (scout/warm.py, the worker's side)
+when a turn is done, and waits there, idle, for the next task of its session: the
+server hands it over, and the same Claude Code answers it with no start-up and no
+resume. Idle for SCOUT_SESSION_IDLE seconds, or handed a task it cannot take, the
+worker exits; a task that ends otherwise than completed (or interrupted) ends it too.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
 import warnings
-from typing import Any, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Awaitable, Callable
 
 from claude_agent_sdk import (
-    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, HookContext, HookMatcher, PermissionResult,
-    PermissionResultAllow, PermissionResultDeny, ResultMessage, StreamEvent, SystemMessage, TextBlock, ThinkingBlock,
-    ToolPermissionContext,
-    ToolResultBlock, ToolUseBlock, UserMessage, query,
+    AssistantMessage, CanUseToolShadowedWarning, ClaudeAgentOptions, ClaudeSDKClient, HookContext, HookMatcher,
+    PermissionResult, PermissionResultAllow, PermissionResultDeny, ResultMessage, StreamEvent, SystemMessage,
+    TextBlock, ThinkingBlock, ToolPermissionContext, ToolResultBlock, ToolUseBlock, UserMessage,
 )
 
 from . import sandbox, workspace
@@ -28,9 +37,10 @@ from .backends import open_store
 from .mirror import ScoutSessionStore, history_available
 from .modes import tool_matches
 from .store import EventLog, Session, Task
-from .taskspec import WorkerSpec
-from .vocab import ACTIVE, COMPLETED, FAILED, RUNNING, WAITING, EventType
+from .taskspec import WorkerSpec, warm_key
+from .vocab import ACTIVE, CANCELLED, COMPLETED, FAILED, RUNNING, WAITING, EventType
 from .validate import ApiError, check_cwd
+from .warm import WarmLine
 
 APPROVAL_POLL_SECONDS = 0.1
 
@@ -38,8 +48,17 @@ APPROVAL_POLL_SECONDS = 0.1
 warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 
+@dataclass
+class Turn:
+    """The task the worker's Claude Code is on now (a warm worker runs several, one by one);
+    the approval callback and the error handling ask it."""
+
+    task: Task
+    interrupted: bool = False  # the server asked to interrupt this turn (on_busy=interrupt)
+
+
 def run(spec: WorkerSpec) -> int:
-    """Run the task the spec names; returns the process's exit code."""
+    """Run the task the spec names (and, warm, its session's next ones); the exit code."""
     # A write that meets another process's lock waits for it, up to the task's idle limit.
     store = open_store(spec.db, migrate=False, max_bytes=spec.db_max_bytes, pool_size=2,
                        busy_timeout=spec.busy_timeout)
@@ -48,19 +67,26 @@ def run(spec: WorkerSpec) -> int:
     if task is None or task.status not in ACTIVE or task.stop_requested:
         return 0  # stopped before it began: a stop's sweep may have come before our title
     private_tmp = tempfile.mkdtemp(prefix=f"scout-task-{task.id[:8]}-")  # the task's own, 0700
+
+    def end_on_sigterm(signum: int, frame: Any) -> None:  # a stop, or a warm process evicted
+        shutil.rmtree(private_tmp, ignore_errors=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, end_on_sigterm)
+    turn = Turn(task)
     try:
         check_where(task, spec)
-        asyncio.run(_drive(store, task, spec, private_tmp))
+        asyncio.run(_serve(store, turn, spec, private_tmp))
         return 0
     except HistoryLost as exc:  # the session is over: later messages to it are refused at once
         print(f"scout worker: {exc}", file=sys.stderr, flush=True)
-        store.mark_history_lost(task.session_id, str(exc))
-        store.transition(task.id, FAILED, error=str(exc), unless_stop_requested=True)
+        store.mark_history_lost(turn.task.session_id, str(exc))
+        store.transition(turn.task.id, FAILED, error=str(exc), unless_stop_requested=True)
         return 1
     except Exception as exc:  # the task fails; the process exits cleanly
         print(f"scout worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        workspace.log_task_changes(store, task.id)
-        store.transition(task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
+        workspace.log_task_changes(store, turn.task.id)
+        store.transition(turn.task.id, FAILED, error=_describe(exc), unless_stop_requested=True)
         return 1
     finally:
         shutil.rmtree(private_tmp, ignore_errors=True)
@@ -115,10 +141,11 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + "…"
 
 
-def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None = None,
+def build_options(store: EventLog, turn: Turn, spec: WorkerSpec, cwd: str | None = None,
                   private_tmp: str | None = None) -> ClaudeAgentOptions:
     """Translate a task's resolved options (mode, overrides, session) into the SDK's; `cwd`
     is where it runs when that is not its own cwd (the same place in its worktree)."""
+    task = turn.task
     opts = task.options
     session = store.get_session(task.session_id)
     check_history(store, session)
@@ -150,7 +177,7 @@ def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None
         max_budget_usd=opts.get("max_budget_usd"),
         include_partial_messages=bool(opts.get("stream_deltas", True)),
         cli_path=spec.claude_path,
-        can_use_tool=_approver(store, task, spec),
+        can_use_tool=_approver(store, turn, spec),
         hooks=_ask_hooks(opts),  # type: ignore[arg-type]
         stderr=lambda line: print(line, file=sys.stderr, flush=True),
         env={"CLAUDE_CODE_TMPDIR": private_tmp} if private_tmp else {},
@@ -164,18 +191,21 @@ def build_options(store: EventLog, task: Task, spec: WorkerSpec, cwd: str | None
     )
 
 
-def _approver(store: EventLog, task: Task, spec: WorkerSpec) -> Callable[..., Awaitable[PermissionResult]]:
+def _approver(store: EventLog, turn: Turn, spec: WorkerSpec) -> Callable[..., Awaitable[PermissionResult]]:
     """The can_use_tool callback: ask a person over HTTP for the mode's approval tools.
 
     Claude Code calls it only for tool uses its permission mode and allowed_tools do
     not already settle. Tools the mode names in approval_tools wait for
-    POST /chat/{id}/approve (no answer in time means deny); anything else is denied.
+    POST /chat/{id}/approve (no answer in time means deny); anything else is denied. It
+    asks for the task of the turn at hand (a warm process's mode, and so its approval
+    tools, never change between turns).
     """
-    needs_person = list(task.options.get("approval_tools") or [])
+    needs_person = list(turn.task.options.get("approval_tools") or [])
     timeout = float(spec.approval_timeout)
 
     async def can_use_tool(tool: str, tool_input: dict[str, Any],
                            context: ToolPermissionContext) -> PermissionResultAllow | PermissionResultDeny:
+        task = turn.task
         if not tool_matches(tool, needs_person):
             store.append_event(task.id, EventType.PERMISSION_DENIED, {"tool": tool, "input": tool_input,
                                                               "reason": "not allowed in this mode"})
@@ -226,30 +256,72 @@ def _ask_hooks(opts: dict[str, Any]) -> dict[str, list[HookMatcher]] | None:
     return {"PreToolUse": [HookMatcher(matcher=None, hooks=[ask_a_person])]}
 
 
-async def _prompt(text: str) -> AsyncIterator[dict[str, Any]]:
-    """The prompt as a one-message stream: the SDK needs streaming input for can_use_tool."""
-    yield {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
+async def _serve(store: EventLog, turn: Turn, spec: WorkerSpec, private_tmp: str | None = None) -> None:
+    """Run the turn's task; warm, then wait for the session's next task and run it in the same
+    Claude Code, until idle too long, handed one it cannot take, or a turn ends badly."""
+    where = workspace.begin_task(store, turn.task, spec.worktrees)
+    options = build_options(store, turn, spec, where, private_tmp)
+    key = warm_key(turn.task.options)
+    line = WarmLine(spec, turn.task.session_id, key) if spec.session_idle > 0 else None
+    live = {"model": turn.task.options.get("model"), "permission_mode": options.permission_mode}
+    async with ClaudeSDKClient(options) as client:
+        if line is not None:
+            line.start(turn.task.id)
+        while await _turn(store, turn, client, line):
+            assert line is not None
+            task = await line.next_task(store, spec.session_idle)
+            if task is None:
+                return  # idle too long, ended by the server, or handed a task it cannot take
+            turn.task, turn.interrupted = task, False
+            check_where(task, spec)
+            if workspace.begin_task(store, task, spec.worktrees) != where:
+                raise CannotRun("the task's worktree is not where this session's Claude Code runs")
+            await _apply_live(client, task, live)
 
 
-async def _drive(store: EventLog, task: Task, spec: WorkerSpec, private_tmp: str | None = None) -> None:
-    where = workspace.begin_task(store, task, spec.worktrees)
-    options = build_options(store, task, spec, where, private_tmp)
-    finished = False
-    async for message in query(prompt=_prompt(task.message), options=options):
-        if isinstance(message, ResultMessage):
-            _log_result(store, task, message)
-            finished = True
-        else:
+async def _apply_live(client: ClaudeSDKClient, task: Task, live: dict[str, Any]) -> None:
+    """A follow-up's model and permission mode, changed in the running Claude Code."""
+    model = task.options.get("model")
+    if model != live["model"]:
+        await client.set_model(model)
+        live["model"] = model
+    mode = task.options.get("permission_mode") or "default"
+    if mode != live["permission_mode"]:
+        await client.set_permission_mode(mode)  # type: ignore[arg-type]  # a mode's, checked at load
+        live["permission_mode"] = mode
+
+
+async def _turn(store: EventLog, turn: Turn, client: ClaudeSDKClient, line: WarmLine | None) -> bool:
+    """Send the turn's message and log what comes back, up to its result; whether the worker
+    may stay warm for the next one."""
+    task = turn.task
+    await client.query(task.message)
+    watcher = asyncio.create_task(line.interrupts(task.id, lambda: _interrupt(turn, client))) if line else None
+    try:
+        async for message in client.receive_response():
+            if isinstance(message, ResultMessage):
+                return await _finish(store, turn, message, line)
             for type_, payload in translate(message):
                 store.append_event(task.id, type_, payload)
                 if type_ == EventType.SYSTEM and payload.get("subtype") == "init" and payload.get("session_id"):
                     store.set_claude_session(task.session_id, payload["session_id"], task.options.get("cwd"))
-    if not finished:
-        raise RuntimeError("Claude Code ended without a result: its output held no answer "
-                           "(not valid stream-json, or the CLI stopped early)")
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    raise RuntimeError("Claude Code ended without a result: its output held no answer "
+                       "(not valid stream-json, or the CLI stopped early)")
 
 
-def _log_result(store: EventLog, task: Task, msg: ResultMessage) -> None:
+async def _interrupt(turn: Turn, client: ClaudeSDKClient) -> None:
+    turn.interrupted = True
+    await client.interrupt()
+
+
+async def _finish(store: EventLog, turn: Turn, msg: ResultMessage, line: WarmLine | None) -> bool:
+    """Log the result and end the task; whether the worker stays warm. The server hears
+    "idle" before the task's ending is logged, so a follow-up posted the moment it ends
+    finds the session warm."""
+    task = turn.task
     summary: dict[str, Any] = {
         "text": msg.result, "subtype": msg.subtype, "is_error": msg.is_error,
         "duration_ms": msg.duration_ms, "num_turns": msg.num_turns,
@@ -264,11 +336,17 @@ def _log_result(store: EventLog, task: Task, msg: ResultMessage) -> None:
     workspace.log_task_changes(store, task.id)  # before the ending: streams close at the final status
     if msg.session_id:
         store.set_claude_session(task.session_id, msg.session_id, task.options.get("cwd"))
+    if turn.interrupted:
+        if line is not None:
+            await line.idle(task.id)
+        return store.transition(task.id, CANCELLED, result=summary, note={"interrupted": True},
+                                unless_stop_requested=True) and line is not None
     if msg.is_error:
-        store.transition(task.id, FAILED, error=result_error(msg), result=summary,
-                         unless_stop_requested=True)
-    else:
-        store.transition(task.id, COMPLETED, result=summary, unless_stop_requested=True)
+        store.transition(task.id, FAILED, error=result_error(msg), result=summary, unless_stop_requested=True)
+        return False
+    if line is not None:
+        await line.idle(task.id)
+    return store.transition(task.id, COMPLETED, result=summary, unless_stop_requested=True) and line is not None
 
 
 def result_error(msg: ResultMessage) -> str:
@@ -352,7 +430,7 @@ def main() -> None:
     parser.add_argument("task_id")
     args = parser.parse_args()
     settings = Settings.from_env()
-    sys.exit(run(WorkerSpec.from_settings(args.task_id, settings)))
+    sys.exit(run(replace(WorkerSpec.from_settings(args.task_id, settings), session_idle=0.0)))
 
 
 if __name__ == "__main__":

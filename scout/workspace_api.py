@@ -150,6 +150,7 @@ def discard(session_id: str):
     _idle(s.store, session)
     if ws.kind != WORKTREE:
         raise WorkspaceError(409, "no_worktree", f"session {session.id} runs in its cwd (workspace 'shared')")
+    s.supervisor.end_session(session.id)  # its warm Claude Code runs in the worktree that goes
     removed = wsm.discard(ws, s.settings.worktrees) if ws.path else False
     ws.base_commit = None  # the next message makes a fresh worktree
     s.store.set_session_workspace(session.id, ws.to_dict())

@@ -158,6 +158,9 @@ def scout_env(model: ScriptedModel, tmp_path: Path, backend: str, request: Any) 
         "SCOUT_MAX_WORKERS": "4",
         "SCOUT_STOP_GRACE": "2",
         "SCOUT_LOG_LEVEL": "WARNING",
+        # Cold processes, one per task, as most tests count on; tests/test_warm.py turns warm
+        # sessions on (a warm Claude Code per finished conversation would outlive each test).
+        "SCOUT_SESSION_IDLE": "0",
         "PYTHONPATH": str(ROOT),
     })
     if backend == "postgresql":

@@ -31,6 +31,9 @@ def stack_env(model: Any, base: Path, **extra: str) -> dict[str, str]:
         "SCOUT_MAX_WORKERS": "4",
         "SCOUT_STOP_GRACE": "2",
         "SCOUT_LOG_LEVEL": "WARNING",
+        # Cold processes, one per task, as most tests count on; tests/test_warm.py turns warm
+        # sessions on (a warm Claude Code per finished conversation would outlive each test).
+        "SCOUT_SESSION_IDLE": "0",
         "PYTHONPATH": str(ROOT),
     })
     env.update(extra)

@@ -12,7 +12,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "scout"
 
 # Code that touches the processes or signals of tasks, or drives Claude Code.
-TASK_PROCESS_CODE = {"scout.supervisor", "scout.zygote", "scout.proctree", "scout.worker", "scout.mirror"}
+TASK_PROCESS_CODE = {"scout.supervisor", "scout.zygote", "scout.proctree", "scout.worker", "scout.mirror",
+                     "scout.warm"}
 TASK_PROCESS_LIBS = {"psutil", "setproctitle", "claude_agent_sdk"}
 # Client-side and launcher code: they talk to the API over HTTP and start servers.
 CLIENT_SIDE = ["scout.ui", "scout.gradio_idle", "scout.cli", "scout.launcher", "scout.client", "scout.vocab",
