@@ -625,12 +625,25 @@ def find_titled(title: str) -> psutil.Process | None:
     return None
 
 
+def sandbox_args(scratch: Scratch) -> tuple[str, ...]:
+    """The bare CLI's `--settings` for the OS sandbox Scout's default mode gives its tasks here
+    (none where no sandbox works), so a bare run starts the same Claude Code Scout does."""
+    from scout import sandbox  # the one piece of Scout the bench imports: the settings themselves
+
+    if not sandbox.probe().available:
+        return ()
+    data = os.path.dirname(scratch.db)
+    return ("--settings", json.dumps({"sandbox": sandbox.settings(
+        scratch.cwd, "temp", [data, os.path.join(data, "logs")], [], False)}))
+
+
 def run_cli(cli: str, prompt: str, env: dict[str, str], cwd: str,
-            on_start: Callable[[subprocess.Popen], None] | None = None) -> dict[str, float]:
-    """`claude -p PROMPT --output-format stream-json --verbose` directly (stdin=DEVNULL):
+            on_start: Callable[[subprocess.Popen], None] | None = None,
+            extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """`claude -p PROMPT --output-format stream-json --verbose [EXTRA]` directly (stdin=DEVNULL):
     seconds to its first stdout line, to the result line, and to its exit."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([cli, "-p", prompt, "--output-format", "stream-json", "--verbose"],
+    proc = subprocess.Popen([cli, "-p", prompt, "--output-format", "stream-json", "--verbose", *extra],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             env=env, cwd=cwd)
     if on_start:

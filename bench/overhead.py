@@ -1,7 +1,10 @@
 """1. Scout's overhead against the bare CLI, one-turn prompt, same scripted model.
 
 Runs alternate (CLI, Scout, CLI, Scout, ...) after one warm-up of each, so both see
-the same machine state. The CLI is run as `claude -p hello --output-format stream-json
+the same machine state. Scout's default mode runs Bash in Claude Code's OS sandbox where
+one works (it does here), and a sandboxed Claude Code starts its sandbox's proxies before
+its first line; the bare CLI is given the same sandbox settings (`--settings`), so the
+comparison is of Scout against the very CLI it runs. The CLI is run as `claude -p hello --output-format stream-json
 --verbose` with stdin=DEVNULL; its times are to its first stdout line, to its result
 line and to its exit. Scout's are from just before POST /chat to the receipt, on an SSE
 stream opened right after the POST, of the first event that is not a status event
@@ -13,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from .harness import Context, Result, SSEHub, median, run_cli, summary_ms
+from .harness import Context, Result, SSEHub, median, run_cli, sandbox_args, summary_ms
 
 PROMPT = "hello"
 
@@ -67,11 +70,13 @@ def run(ctx: Context) -> Result:
                 waiters.pop(conn.task_id).set()
 
         hub = SSEHub(server.port, on_event).start()
+        cli_settings = sandbox_args(scratch)
+        res.params["cli_sandboxed"] = bool(cli_settings)
         cli_runs: list[dict[str, float]] = []
         scout_runs: list[dict[str, Any]] = []
         try:
             for i in range(n + 1):
-                c = run_cli(ctx.cli, PROMPT, env, scratch.cwd)
+                c = run_cli(ctx.cli, PROMPT, env, scratch.cwd, extra=cli_settings)
                 if not c["ok"]:
                     raise RuntimeError("the bare CLI run did not end with a successful result")
                 s = scout_once(server, events, waiters, hub)

@@ -6,8 +6,9 @@ sessions off (a new CLI per message, resuming the conversation), and (c) straigh
 CLI as `claude -p MESSAGE --resume SESSION`. For each: from just before the POST (or the
 exec) to the model's receipt of the follow-up's request (timed by the model server, in
 this process), and to the task's `finished_at` (the CLI's result line). Runs alternate
-warm, cold, bare. Then the memory of an idle warm process: RSS and USS of its leader,
-worker and Claude Code (with whatever Claude Code keeps running).
+warm, cold, bare; the bare CLI gets the OS sandbox settings Scout's default mode gives
+it. Then the memory of an idle warm process: RSS and USS of its leader, worker and Claude
+Code (with whatever Claude Code keeps running).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from .harness import ROOT, Context, Result, mem_mb, summary_ms
+from .harness import ROOT, Context, Result, mem_mb, sandbox_args, summary_ms
 
 sys.path.insert(0, str(ROOT / "tests"))
 from model_server import ScriptedModel, is_side_request, last_user_message, user_text  # noqa: E402
@@ -62,9 +63,10 @@ def scout_follow_up(server: Any, model: TimedModel, session: str, marker: str) -
 
 
 def bare_follow_up(cli: str, env: dict[str, str], cwd: str, model: TimedModel, session: str,
-                   marker: str) -> dict[str, Any]:
+                   marker: str, extra: tuple[str, ...]) -> dict[str, Any]:
     t0 = time.time()
-    proc = subprocess.Popen([cli, "-p", marker, "--resume", session, "--output-format", "stream-json", "--verbose"],
+    proc = subprocess.Popen([cli, "-p", marker, "--resume", session, "--output-format", "stream-json", "--verbose",
+                             *extra],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             env=env, cwd=cwd)
     assert proc.stdout is not None
@@ -123,7 +125,8 @@ def run(ctx: Context) -> Result:
             runs["warm"].append(scout_follow_up(warm, model, "bench-warm", f"warm follow-up {i}"))
             wait_warm(warm, 1)
             runs["cold"].append(scout_follow_up(cold, model, "bench-cold", f"cold follow-up {i}"))
-            runs["bare"].append(bare_follow_up(ctx.cli, bare_env, cold_dir.cwd, model, session, f"bare follow-up {i}"))
+            runs["bare"].append(bare_follow_up(ctx.cli, bare_env, cold_dir.cwd, model, session,
+                                               f"bare follow-up {i}", sandbox_args(cold_dir)))
         if not all(r["warm"] for r in runs["warm"]) or any(r["warm"] for r in runs["cold"]):
             raise RuntimeError(f"warm/cold runs not as intended: {runs}")
         labels = {"warm": "warm", "cold": "cold (warm sessions off)", "bare": "bare claude -p --resume"}
