@@ -596,7 +596,7 @@ class Supervisor:
                 self._warm[task.session_id] = proc  # _end_warm finds it there
                 usable = False
             else:
-                proc.task_id = task.id
+                last, proc.task_id = proc.task_id, task.id
                 self._workers[task.id] = proc
                 usable = True
         if not usable:
@@ -614,7 +614,8 @@ class Supervisor:
                 proc.change_state(STOPPING)
                 if self._workers.get(task.id) is proc:
                     del self._workers[task.id]
-            self._thread(self._end, proc, 0.2)
+                proc.task_id = last  # ending it must not settle the task, which now starts cold
+            self._end(proc, 0.2)  # before the cold start: a worker that took it after all must not run it too
             return False
         self.on_change(task.id)
         return True

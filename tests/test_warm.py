@@ -140,6 +140,24 @@ def test_stop_kills_the_warm_process_and_the_next_turn_runs_cold(make_server: An
     assert after["result"]["text"].startswith("before | ")
 
 
+def test_a_warm_worker_that_does_not_answer_is_ended_and_the_task_runs_cold(make_server: Any) -> None:
+    """A hand-over the worker does not take within its time (here: the worker is stopped with
+    SIGSTOP) ends the warm process, and the task runs cold, once, with the history."""
+    server = make_server(**WARM)
+    first = converse(server, "w12", ["frozen?"])[0]
+    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    title = f"scout: worker {first['task_id']}"
+    worker = next(p for p in tagged_processes(first["task_id"]) if p.cmdline()[:1] == [title])
+    worker.send_signal(signal.SIGSTOP)
+    doc = server.wait(server.chat("ECHO-HISTORY thawed", session_id="w12"), timeout=90)
+    assert doc["status"] == "completed" and doc["warm"] is False, doc
+    assert doc["result"]["text"] == "frozen? | ECHO-HISTORY thawed"
+    assert not tagged_processes(first["task_id"])  # the stopped tree was killed, not left
+    starts = [e for e in server.status(doc["task_id"])["events"]
+              if e["type"] == "system" and e["payload"].get("subtype") == "init"]
+    assert len(starts) == 1  # it ran once
+
+
 def test_deleting_the_session_ends_its_warm_process(make_server: Any) -> None:
     server = make_server(**WARM)
     first = converse(server, "w7", ["bye"])[0]
