@@ -24,11 +24,14 @@ import os
 import time
 from typing import Any, Awaitable, Callable
 
+import psutil
+
 from .store import EventLog, Task
 from .taskspec import WorkerSpec, warm_key
 from .vocab import RUNNING
 
 RECONNECT_SECONDS = 0.2
+ALIVE_CHECK_SECONDS = 0.5  # while idle: is its Claude Code still there?
 
 
 class WarmLine:
@@ -90,9 +93,11 @@ class WarmLine:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                op = await asyncio.wait_for(self.ops.get(), left)
+                op = await asyncio.wait_for(self.ops.get(), min(left, ALIVE_CHECK_SECONDS))
             except asyncio.TimeoutError:
-                return None
+                if not claude_alive():
+                    return None  # its Claude Code died (killed, out of memory): nothing to keep warm
+                continue
             if op.get("op") == "end":
                 return None
             if op.get("op") != "run":
@@ -120,6 +125,8 @@ class WarmLine:
             return "the task was not handed to this process"
         if warm_key(task.options) != self.key:
             return "the task's options need another Claude Code process"
+        if not claude_alive():
+            return "its Claude Code has exited"
         return None
 
     async def interrupts(self, task_id: str, interrupt: Callable[[], Awaitable[None]]) -> None:
@@ -128,3 +135,14 @@ class WarmLine:
             op = await self.ops.get()
             if op.get("op") == "interrupt" and op.get("task_id") == task_id:
                 await interrupt()
+
+
+def claude_alive() -> bool:
+    """Is the worker's Claude Code (its only child process) still running?"""
+    for child in psutil.Process().children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:
+            continue
+    return False

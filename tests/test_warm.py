@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,49 @@ def test_a_warm_worker_that_does_not_answer_is_ended_and_the_task_runs_cold(make
     assert len(starts) == 1  # it ran once
 
 
+def test_a_killed_warm_worker_only_means_the_next_turn_starts_cold(make_server: Any) -> None:
+    server = make_server(**WARM)
+    first = converse(server, "w13", ["still here"])[0]
+    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    for cli in claude_pids(first["task_id"]):
+        os.kill(cli, signal.SIGKILL)  # Claude Code dies; its worker sees the end of its stream
+    wait_for(lambda: not tagged_processes(first["task_id"]), 10, "the rest of the warm tree to end")
+    wait_for(lambda: warm_idle(server) == 0, 5, "the server to forget it")
+    doc = converse(server, "w13", ["ECHO-HISTORY after the kill"])[0]
+    assert doc["warm"] is False and doc["result"]["text"] == "still here | ECHO-HISTORY after the kill"
+    assert server.status(first["task_id"])["status"] == "completed"  # the finished task stays as it was
+
+
+def test_retention_that_deletes_the_session_ends_its_warm_process(make_server: Any) -> None:
+    server = make_server(**WARM)
+    first = converse(server, "w14", ["old news"])[0]
+    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    assert server.post("/admin/prune", json={"older_than_days": 0}).json()["deleted_sessions"] == 1
+    wait_for(lambda: not tagged_processes(first["task_id"]), 10, "the warm process to end")
+    assert warm_idle(server) == 0
+
+
+def test_a_worktree_session_runs_warm_and_discard_ends_it(make_server: Any, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["config", "user.name", "T"], ["config", "user.email", "t@x"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    (repo / "a.txt").write_text("one\n")
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "init"], cwd=repo, check=True)
+    server = make_server(**WARM)
+    first = converse(server, "wt", ["BASH: echo two >> a.txt"], mode="Code", cwd=str(repo))[0]
+    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    second = converse(server, "wt", ["BASH: cat a.txt"], mode="Code", cwd=str(repo))[0]
+    assert second["warm"] and second["worker_pid"] == first["worker_pid"]
+    assert second["workspace"]["path"] == first["workspace"]["path"]
+    output = [e["payload"]["content"] for e in server.status(second["task_id"])["events"] if e["type"] == "tool_result"]
+    assert output and "one\ntwo" in output[0]  # the first turn's edit, in the same worktree
+    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm again")
+    assert server.post("/sessions/wt/discard").status_code == 200
+    wait_for(lambda: not tagged_processes(first["task_id"]), 10, "the warm process to end")
+
+
 def test_deleting_the_session_ends_its_warm_process(make_server: Any) -> None:
     server = make_server(**WARM)
     first = converse(server, "w7", ["bye"])[0]
@@ -183,6 +227,11 @@ def test_server_sigkill_with_a_warm_session_then_restart(make_server: Any) -> No
     assert second["result"]["text"] == "I was here first | ECHO-HISTORY still there?"
     for proc in tagged_processes(first["task_id"]):
         assert proc.ppid() != 1  # still in Scout's tree (the zygote's), not init's
+    zygote = psutil.Process(psutil.Process(first["worker_pid"]).ppid())
+    assert again.delete("/sessions/w8").status_code == 200  # the adopted process ends as any other
+    wait_for(lambda: not tagged_processes(first["task_id"]), 10, "the adopted warm process to end")
+    wait_for(lambda: not [c for c in zygote.children() if c.status() == psutil.STATUS_ZOMBIE], 5,
+             "the zygote to reap it (no zombie left)")
 
 
 def test_shutdown_cancel_ends_warm_sessions_and_detach_keeps_them(make_server: Any) -> None:
