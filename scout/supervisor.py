@@ -593,8 +593,7 @@ class Supervisor:
                 return False
             link = proc.link
             if link is None or proc.key != warm_key(task.options) or not proc.change_state(PROC_RUNNING):
-                self._warm[task.session_id] = proc  # _end_warm finds it there
-                usable = False
+                usable = False  # another cwd, mode, tools...: it is ended, the task starts cold
             else:
                 last, proc.task_id = proc.task_id, task.id
                 self._workers[task.id] = proc
