@@ -27,7 +27,7 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
+from typing import Any, Generator, Iterator  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
@@ -663,13 +663,15 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
             parts.append(extra)
         return " · ".join(parts)
 
-    def follow(conv: Conversation, view: TaskView, epoch: int) -> Iterator[dict[Any, Any]]:
-        """Stream a task's events into the chat until it ends (or the tab shows something else)."""
+    def follow(conv: Conversation, view: TaskView, epoch: int) -> Generator[dict[Any, Any], None, TaskView]:
+        """Stream a task's events into the chat until it ends (or the tab shows something else);
+        returns the task as it was last seen (`view = yield from follow(...)`): when the stream
+        ends without the final status, that is a new TaskView read from the status document."""
         last_yield = 0.0
         try:
             for event in client.stream(view.task_id, view.last_seq, until=lambda: conv.epoch != epoch):
                 if conv.epoch != epoch:
-                    return
+                    return view
                 view.apply_event(event)
                 now = time.monotonic()
                 if event.type != EventType.TEXT_DELTA or now - last_yield >= YIELD_EVERY or event.is_end:
@@ -677,22 +679,23 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                     yield {chatbot: conv.shown(view.messages()), status_md: status_line(conv.session_id, view)}
         except ScoutAPIError as exc:
             if conv.epoch != epoch:
-                return
+                return view
             problem = error_message(exc, "Lost the task's live stream")
             problem["content"] = problem["content"].replace(
                 "</div>", " The task keeps running on the server: reload the page to re-attach.</div>")
             conv.done = conv.done + view.messages() + [problem]
             yield {chatbot: conv.shown([]), status_md: status_line(conv.session_id, view, "stream lost")}
-            return
+            return view
         if view.active:  # the stream ended without saying how: ask once
             try:
                 view = TaskView.from_status(client.status(view.task_id))
             except ScoutAPIError:
                 pass
         if conv.epoch != epoch:
-            return
+            return view
         conv.done = conv.done + view.messages()
         yield {chatbot: conv.shown([]), status_md: status_line(conv.session_id, view)}
+        return view
 
     def open_session(conv: Conversation, session_id: str, view: int | None = None) -> Iterator[dict[Any, Any]]:
         """Show a session's whole conversation; re-attach to its running task, if any."""
@@ -817,7 +820,8 @@ def build_ui(api_url: str = DEFAULT_API_URL, token: str | None = None) -> gr.Blo
                    task_box: view.task_id, history: gr.update(choices=hist, value=conv.session_id),
                    send_btn: gr.update(visible=False), stop_btn: gr.update(visible=True, interactive=True),
                    status_md: status_line(conv.session_id, view)}
-            yield from follow(conv, view, epoch)
+            # The task as follow last saw it: ended_check must see how it ended.
+            view = yield from follow(conv, view, epoch)
             if conv.epoch != epoch:
                 return
             hist, _ = history_choices()
