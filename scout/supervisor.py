@@ -33,7 +33,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -49,7 +48,7 @@ from . import containment, sandbox, workspace
 from .config import Settings
 from .proctree import identity_matches, kill_tree
 from .store import EventLog, StoreBusy, StoreError, Task
-from .taskspec import QUIT, TAG, WorkerSpec, warm_address, warm_key, zygote_address
+from .taskspec import QUIT, TAG, WorkerSpec, listen_unix, same_user, warm_address, warm_key, zygote_address
 from .vault import SECRET_NAMES
 from .vocab import ACTIVE, CANCELLED, FAILED, NODE_LOST, PENDING, RUNNING
 
@@ -161,12 +160,7 @@ class ZygoteLink:
 
     def close(self) -> None:
         self.closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.reader.close()
-        self.sock.close()
+        _hang_up(self.sock, self.reader)
 
 
 class WarmLink:
@@ -199,12 +193,7 @@ class WarmLink:
         for answer in self.answers.values():
             if not answer.done():
                 answer.set_exception(OSError("the warm worker went away"))
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.reader.close()
-        self.sock.close()
+        _hang_up(self.sock, self.reader)
 
 
 class Supervisor:
@@ -253,7 +242,7 @@ class Supervisor:
         self._take_over(link)
         self.store.on_stop_request(self._stop_requested)
         # Warm workers (of this run, or left by the last one) say hello here.
-        self._warm_listener = _listen(warm_address(self.settings.db, self.node))
+        self._warm_listener = listen_unix(warm_address(self.settings.db, self.node), 16)
         for target, name in ((self._dispatch_loop, "scout-dispatch"), (self._accept_warm, "scout-warm")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -697,7 +686,7 @@ class Supervisor:
                 sock, _ = listener.accept()
             except OSError:
                 return  # closed by shutdown
-            if not _same_user(sock):
+            if not same_user(sock):
                 sock.close()
                 continue
             link = WarmLink(sock)
@@ -986,19 +975,14 @@ def _num(tasks: list[Task], task_id: str) -> int:
     return next((t.num for t in tasks if t.id == task_id), 0)
 
 
-def _listen(address: str) -> socket.socket:
-    """A listening unix socket at `address` for this user only (a stale file is replaced)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    if not address.startswith("\0"):
-        try:
-            os.unlink(address)
-        except FileNotFoundError:
-            pass
-    sock.bind(address)
-    if not address.startswith("\0"):
-        os.chmod(address, 0o600)
-    sock.listen(16)
-    return sock
+def _hang_up(sock: socket.socket, reader: IO[bytes]) -> None:
+    """Close a connection so that a thread reading it returns at once."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    reader.close()
+    sock.close()
 
 
 def _close_listener(sock: socket.socket) -> None:
@@ -1009,10 +993,3 @@ def _close_listener(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
-
-
-def _same_user(conn: socket.socket) -> bool:
-    """Is the peer a process of our own user (SO_PEERCRED)?"""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == os.getuid()

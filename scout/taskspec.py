@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import struct
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +58,30 @@ def _address(db: str, node: str, kind: str) -> str:
     if len(path.encode()) < 100:
         return path
     return f"\0scout-{kind}-" + hashlib.sha256(path.encode()).hexdigest()[:32]
+
+
+def listen_unix(address: str, backlog: int) -> socket.socket:
+    """A listening unix socket at `address` (one of the above), for this user only; a stale
+    socket file left there is replaced."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if not address.startswith("\0"):
+        try:
+            os.unlink(address)
+        except FileNotFoundError:
+            pass
+    sock.bind(address)
+    if not address.startswith("\0"):
+        os.chmod(address, 0o600)
+    sock.listen(backlog)
+    return sock
+
+
+def same_user(conn: socket.socket) -> bool:
+    """Is the peer of a unix socket a process of our own user (SO_PEERCRED)? Nobody else may
+    spawn tasks or speak for a warm worker."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid == os.getuid()
 
 
 # Options a warm Claude Code process takes live at the next turn (the model and permission

@@ -29,7 +29,6 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 from typing import Any
 
@@ -38,7 +37,7 @@ import setproctitle
 
 from . import containment
 from .linux import PR_SET_CHILD_SUBREAPER, prctl
-from .taskspec import LEADER_TITLE, TAG, WORKER_TITLE, WorkerSpec
+from .taskspec import LEADER_TITLE, TAG, WORKER_TITLE, WorkerSpec, listen_unix, same_user
 
 
 def _set_subreaper() -> None:
@@ -150,7 +149,7 @@ def zygote_main(address: str) -> None:
     zygote itself never exits orphaned (it would stay a zombie there): it ends only when
     told to by the server that started it, which reaps it.
     """
-    listener = _listen(address)  # before the slow import: the server's connect waits in the backlog
+    listener = listen_unix(address, 4)  # before the slow import: the server's connect waits in the backlog
     from . import worker  # noqa: F401  the expensive import, done once and shared by every fork
     import anyio._backends._asyncio  # noqa: F401  imported lazily by anyio; do it here, once
 
@@ -173,7 +172,7 @@ def zygote_main(address: str) -> None:
         for key, _ in sel.select(timeout=1.0):
             if key.fileobj is listener:
                 new, _ = listener.accept()
-                if not _same_user(new):
+                if not same_user(new):
                     new.close()
                     continue
                 if conn is not None:  # the newest server wins: the old one is gone, or going
@@ -243,30 +242,11 @@ def zygote_main(address: str) -> None:
     os._exit(0)
 
 
-def _listen(address: str) -> socket.socket:
-    """A listening unix socket at `address`, for this user only."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    if not address.startswith("\0"):
-        _unlink(address)  # a stale one: the server connects before it starts a zygote
-    sock.bind(address)
-    if not address.startswith("\0"):
-        os.chmod(address, 0o600)
-    sock.listen(4)
-    return sock
-
-
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _same_user(conn: socket.socket) -> bool:
-    """Is the peer a process of our own user (SO_PEERCRED)? Anyone else may not spawn tasks."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == os.getuid()
 
 
 def _report(conn: socket.socket, message: dict[str, Any]) -> bool:

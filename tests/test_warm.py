@@ -47,6 +47,13 @@ def converse(server: Any, session: str, messages: list[str], **fields: Any) -> l
     return docs
 
 
+def warm_session(server: Any, session: str, messages: list[str], **fields: Any) -> dict[str, Any]:
+    """Start a conversation and wait until its Claude Code waits, warm; its first task's document."""
+    first = converse(server, session, messages, **fields)[0]
+    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    return first
+
+
 def test_three_turns_run_in_one_claude_code_process(make_server: Any, model: Any) -> None:
     server = make_server(**WARM)
     first = server.wait(server.chat("my name is Ada", session_id="w1"))
@@ -68,8 +75,7 @@ def test_a_follow_up_with_another_cwd_starts_cold(make_server: Any, tmp_path: Pa
     server = make_server(**WARM)
     other = tmp_path / "elsewhere"
     other.mkdir()
-    first = converse(server, "w2", ["hello"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w2", ["hello"])
     old_cli = claude_pids(first["task_id"])
     second = converse(server, "w2", ["ECHO-HISTORY and now?"], cwd=str(other))[0]
     assert second["warm"] is False and second["worker_pid"] != first["worker_pid"]
@@ -81,8 +87,7 @@ def test_a_follow_up_with_another_cwd_starts_cold(make_server: Any, tmp_path: Pa
 
 def test_a_model_change_is_applied_in_the_warm_process(make_server: Any, model: Any) -> None:
     server = make_server(**WARM)
-    first = converse(server, "w3", ["hi"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w3", ["hi"])
     second = converse(server, "w3", ["again"], model="claude-other-model")[0]
     assert second["warm"] and second["worker_pid"] == first["worker_pid"]
     asked = [r.get("model") for r in model.requests if "again" in json.dumps(r.get("messages", []))]
@@ -91,8 +96,7 @@ def test_a_model_change_is_applied_in_the_warm_process(make_server: Any, model: 
 
 def test_idle_expiry_ends_the_process_and_the_next_turn_starts_cold(make_server: Any) -> None:
     server = make_server(SCOUT_SESSION_IDLE="2")
-    first = converse(server, "w4", ["remember 42"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w4", ["remember 42"])
     assert tagged_processes(first["task_id"])
     wait_for(lambda: not tagged_processes(first["task_id"]), 15, "the idle process to end")
     wait_for(lambda: warm_idle(server) == 0, 5, "the server to forget it")
@@ -102,8 +106,7 @@ def test_idle_expiry_ends_the_process_and_the_next_turn_starts_cold(make_server:
 
 def test_the_least_recently_used_warm_session_is_evicted(make_server: Any) -> None:
     server = make_server(SCOUT_SESSION_IDLE="60", SCOUT_MAX_WARM="1")
-    a = converse(server, "lru-a", ["one"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "a to be warm")
+    a = warm_session(server, "lru-a", ["one"])
     b = converse(server, "lru-b", ["two"])[0]
     wait_for(lambda: not tagged_processes(a["task_id"]), 15, "a's process to be evicted")
     assert tagged_processes(b["task_id"]) and warm_idle(server) == 1
@@ -113,8 +116,7 @@ def test_the_least_recently_used_warm_session_is_evicted(make_server: Any) -> No
 
 def test_interrupt_keeps_the_process_and_the_next_turn_runs_in_it(make_server: Any) -> None:
     server = make_server(**WARM)
-    first = converse(server, "w5", ["start"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w5", ["start"])
     slow = server.chat("SLOW: 200 0.1", session_id="w5")
     server.wait(slow, statuses=("running",))
     wait_for(lambda: any(e["type"] == "text_delta" for e in server.status(slow)["events"]), 20, "the slow reply")
@@ -129,8 +131,7 @@ def test_interrupt_keeps_the_process_and_the_next_turn_runs_in_it(make_server: A
 
 def test_stop_kills_the_warm_process_and_the_next_turn_runs_cold(make_server: Any) -> None:
     server = make_server(**WARM)
-    first = converse(server, "w6", ["before"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w6", ["before"])
     slow = server.chat("SLOW: 200 0.1", session_id="w6")
     server.wait(slow, statuses=("running",))
     assert server.post(f"/chat/{slow}/stop").json()["status"] == "cancelled"
@@ -145,8 +146,7 @@ def test_a_warm_worker_that_does_not_answer_is_ended_and_the_task_runs_cold(make
     """A hand-over the worker does not take within its time (here: the worker is stopped with
     SIGSTOP) ends the warm process, and the task runs cold, once, with the history."""
     server = make_server(**WARM)
-    first = converse(server, "w12", ["frozen?"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w12", ["frozen?"])
     title = f"scout: worker {first['task_id']}"
     worker = next(p for p in tagged_processes(first["task_id"]) if p.cmdline()[:1] == [title])
     worker.send_signal(signal.SIGSTOP)
@@ -161,8 +161,7 @@ def test_a_warm_worker_that_does_not_answer_is_ended_and_the_task_runs_cold(make
 
 def test_a_killed_warm_worker_only_means_the_next_turn_starts_cold(make_server: Any) -> None:
     server = make_server(**WARM)
-    first = converse(server, "w13", ["still here"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w13", ["still here"])
     for cli in claude_pids(first["task_id"]):
         os.kill(cli, signal.SIGKILL)  # Claude Code dies; its worker sees the end of its stream
     wait_for(lambda: not tagged_processes(first["task_id"]), 10, "the rest of the warm tree to end")
@@ -174,8 +173,7 @@ def test_a_killed_warm_worker_only_means_the_next_turn_starts_cold(make_server: 
 
 def test_retention_that_deletes_the_session_ends_its_warm_process(make_server: Any) -> None:
     server = make_server(**WARM)
-    first = converse(server, "w14", ["old news"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w14", ["old news"])
     assert server.post("/admin/prune", json={"older_than_days": 0}).json()["deleted_sessions"] == 1
     wait_for(lambda: not tagged_processes(first["task_id"]), 10, "the warm process to end")
     assert warm_idle(server) == 0
@@ -190,8 +188,7 @@ def test_a_worktree_session_runs_warm_and_discard_ends_it(make_server: Any, tmp_
     subprocess.run(["git", "add", "."], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-q", "-m", "init"], cwd=repo, check=True)
     server = make_server(**WARM)
-    first = converse(server, "wt", ["BASH: echo two >> a.txt"], mode="Code", cwd=str(repo))[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "wt", ["BASH: echo two >> a.txt"], mode="Code", cwd=str(repo))
     second = converse(server, "wt", ["BASH: cat a.txt"], mode="Code", cwd=str(repo))[0]
     assert second["warm"] and second["worker_pid"] == first["worker_pid"]
     assert second["workspace"]["path"] == first["workspace"]["path"]
@@ -204,8 +201,7 @@ def test_a_worktree_session_runs_warm_and_discard_ends_it(make_server: Any, tmp_
 
 def test_deleting_the_session_ends_its_warm_process(make_server: Any) -> None:
     server = make_server(**WARM)
-    first = converse(server, "w7", ["bye"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w7", ["bye"])
     assert server.delete("/sessions/w7").status_code == 200
     wait_for(lambda: not tagged_processes(first["task_id"]), 10, "the warm process to end")
     assert warm_idle(server) == 0
@@ -215,8 +211,7 @@ def test_server_sigkill_with_a_warm_session_then_restart(make_server: Any) -> No
     """The warm worker outlives the crash, says hello to the next server, is adopted, and the
     conversation goes on in it; nothing is orphaned and nothing is left a zombie."""
     server = make_server(**WARM)
-    first = converse(server, "w8", ["I was here first"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w8", ["I was here first"])
     cli = claude_pids(first["task_id"])
     server.kill()
     again = make_server(**WARM)
@@ -236,13 +231,11 @@ def test_server_sigkill_with_a_warm_session_then_restart(make_server: Any) -> No
 
 def test_shutdown_cancel_ends_warm_sessions_and_detach_keeps_them(make_server: Any) -> None:
     server = make_server(SCOUT_SESSION_IDLE="60", SCOUT_SHUTDOWN="cancel")
-    first = converse(server, "w9", ["cancel me"])[0]
-    wait_for(lambda: warm_idle(server) == 1, 10, "the session to be warm")
+    first = warm_session(server, "w9", ["cancel me"])
     assert server.stop(signal.SIGTERM) == 0
     wait_for(lambda: not tagged_processes(first["task_id"]), 10, "the warm process to end")
     detach = make_server(SCOUT_SESSION_IDLE="60", SCOUT_SHUTDOWN="detach")
-    kept = converse(detach, "w10", ["keep me"])[0]
-    wait_for(lambda: warm_idle(detach) == 1, 10, "the session to be warm")
+    kept = warm_session(detach, "w10", ["keep me"])
     detach.stop(signal.SIGTERM)
     time.sleep(0.5)
     assert claude_pids(kept["task_id"])  # left to be adopted by the next server
